@@ -1,0 +1,69 @@
+"""Building an epoch: stamps, batch bounds, footprints and the dependency graph.
+
+Owned here: what an intent touches (`footprint`), how linked chains are cut
+(`chains`) and `build_epoch`, which the leader calls when the batcher closes
+an epoch.  The executor calls `verify_groups` on every epoch it receives,
+because the graph is a deterministic function of the epoch and a replica
+must not be trusted to have built it right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sequencer.errors import InvariantViolation
+from sequencer.graph import build_groups
+from sequencer.types import CreateAccount, CreateTransfer, Epoch, Intent, TransferFlags
+
+
+def footprint(intent: Intent) -> set[int]:
+    """The keys an intent reads or writes: account ids as 2*id, transfer ids as 2*id+1.
+
+    A transfer touches its two accounts and its own id (so duplicates of one
+    id conflict); a post or void also touches the pending transfer's id.
+    """
+    if isinstance(intent, CreateAccount):
+        return {2 * intent.id}
+    keys = {2 * intent.debit_account_id, 2 * intent.credit_account_id, 2 * intent.id + 1}
+    if intent.pending_id:
+        keys.add(2 * intent.pending_id + 1)
+    return keys
+
+
+def chains(intents: Sequence[Intent], bounds: Sequence[int]) -> list[list[int]]:
+    """Split intents into units: single intents and whole linked chains.
+
+    A chain is a run of transfers carrying `linked`, closed by the next
+    transfer without it.  A run still open at a batch bound stays open: it
+    is never joined with the next client's batch.
+    """
+    units: list[list[int]] = []
+    start = 0
+    for end in bounds:
+        current: list[int] = []
+        for i in range(start, end):
+            current.append(i)
+            intent = intents[i]
+            if not (isinstance(intent, CreateTransfer) and intent.flags & TransferFlags.LINKED):
+                units.append(current)
+                current = []
+        if current:
+            units.append(current)
+        start = end
+    return units
+
+
+def groups_for(intents: Sequence[Intent], bounds: Sequence[int]) -> list[list[int]]:
+    links = [(unit[0], i) for unit in chains(intents, bounds) for i in unit[1:]]
+    return build_groups([footprint(x) for x in intents], links)
+
+
+def build_epoch(stamps: list[int], intents: list[Intent], bounds: list[int]) -> Epoch:
+    """The leader's proposal; `number` is fixed when the log applies it."""
+    return Epoch(number=0, stamps=stamps, intents=intents, bounds=bounds, groups=groups_for(intents, bounds))
+
+
+def verify_groups(epoch: Epoch) -> None:
+    expected = groups_for(epoch.intents, epoch.bounds)
+    if expected != epoch.groups:
+        raise InvariantViolation(f"epoch {epoch.number}: the dependency graph in the log differs from the recomputed one")

@@ -1,0 +1,52 @@
+"""Exceptions shared by every role.
+
+Owned here so that the sequencer, the executor and the proxies raise the same
+types, and the API can map each one to a stable RFC 9457 problem `type`.
+"""
+
+from __future__ import annotations
+
+
+class OrdoError(Exception):
+    """Base of every error ordo raises on purpose."""
+
+
+class InvariantViolation(OrdoError):
+    """A property from DESIGN.md "What must hold" was found broken.
+
+    Raised instead of `assert`, which `python -O` strips: these checks stay on
+    in production, because a silent inconsistency costs more than a crash.
+    """
+
+
+class ClockOffsetError(OrdoError):
+    """A remote HLC timestamp is further ahead than `max_offset_ms` allows."""
+
+
+class ValidationError(OrdoError):
+    """A request is malformed: wrong shape, wrong type, or out of range.
+
+    `field` names the offending JSON path so the client knows what to fix.
+    """
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class ConfigError(OrdoError):
+    """The configuration is inconsistent (for example a directory gap)."""
+
+
+class NotLeaderError(OrdoError):
+    """This replica is not the Raft leader; `leader` is where to go instead."""
+
+    def __init__(self, leader: str | None, members: list[str]) -> None:
+        super().__init__(f"not the leader; leader is {leader or 'unknown (election in progress)'}")
+        self.leader = leader
+        self.members = members
+
+
+class StoreUnavailable(OrdoError):
+    """A shard's store did not answer; the caller retries with backoff."""
