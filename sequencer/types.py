@@ -104,9 +104,13 @@ ACK_OK = frozenset({Result.OK, Result.EXISTS})
 
 
 # ---------------------------------------------------------------- intents
+#
+# Intents travel in the Raft log, where every byte counts (an epoch must stay
+# under `epoch_bytes_max`), so they encode as tagged arrays.  The JSON shapes
+# clients send live in `sequencer/wire.py`.
 
 
-class CreateAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="account", tag_field="kind"):
+class CreateAccount(msgspec.Struct, frozen=True, array_like=True, tag=1):
     """Intent: open an account.  `id` is the idempotency key."""
 
     id: U63
@@ -116,7 +120,7 @@ class CreateAccount(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag
     user_data: U63 = 0
 
 
-class CreateTransfer(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag="transfer", tag_field="kind"):
+class CreateTransfer(msgspec.Struct, frozen=True, array_like=True, tag=2):
     """Intent: move `amount` from `debit_account_id` to `credit_account_id`.
 
     `post_pending` / `void_pending` name the pending transfer in `pending_id`

@@ -1,0 +1,324 @@
+"""The executor runner: consume committed epochs in order, execute, push.
+
+Owned here: the I/O loop around the pure state machine (seed 000's
+preloader and pusher).  It fetches epochs from any replica's `/v1/log`,
+checks their digest chain and dependency graph, preloads the state they
+touch (singleflight: one load per key however many epochs want it),
+executes, and hands each shard its batch.  One pusher task per shard applies
+batches in order, coalescing a backlog into one atomic apply (group commit)
+and retrying with backoff while the store is down.  Started by `ordo executor`.
+
+Exactly once: a shard's `applied_epoch` is written in the same transaction
+as the epoch's effects.  On start, `recover` resumes from the smallest
+`applied_epoch`; shards already past an epoch skip it, so after a kill -9 at
+any point no epoch is skipped or applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import aiohttp
+import msgspec
+from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
+
+from executor.partition import split
+from executor.state_machine import State, check_epoch, execute_epoch
+from proxies.base import ShardProxy
+from proxies.directory import Directory
+from proxies.factory import make_shard
+from sequencer.epochs import verify_groups
+from sequencer.errors import InvariantViolation
+from sequencer.log import GENESIS_DIGEST, AppliedEpoch
+from sequencer.types import CreateAccount, CreateTransfer, Epoch, ShardBatch, decode_epoch, hlc_ms
+
+log = logging.getLogger("ordo.executor")
+
+#: Epochs fetched per /v1/log call: about 0.6 s of log at full rate.
+FETCH_EPOCHS_MAX = 64
+#: How long one /v1/log call may wait for new epochs.
+FETCH_WAIT_MS = 1000
+#: Batches a pusher may hold.  Past this the executor waits for the slowest
+#: store instead of running ahead of it without bound (memory is finite).
+PUSH_QUEUE_EPOCHS_MAX = 256
+#: Largest group commit: 64 epochs, at most ~20k intents in one transaction.
+COALESCE_EPOCHS_MAX = 64
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """Test-only fault point: SIGKILL ourselves between two shards' writes.
+
+    `ORDO_FAULT=crash_between:<shard>:<epoch>` makes every other shard wait
+    for `<shard>` to apply `<epoch>`, then kills the process, so `<shard>`
+    holds the epoch and the others do not.
+    """
+
+    shard: str
+    epoch: int
+
+    @classmethod
+    def from_env(cls) -> FaultPlan | None:
+        spec = os.environ.get("ORDO_FAULT")
+        if not spec:
+            return None
+        kind, shard, epoch = spec.split(":")
+        if kind != "crash_between":
+            raise ValueError(f"unknown fault {kind!r}")
+        return cls(shard, int(epoch))
+
+
+class Singleflight:
+    """Load each key once, however many epochs ask for it at the same time.
+
+    Keys not yet in flight are loaded in one batched call; callers wanting a
+    key already in flight wait for that load instead of issuing another.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: dict[tuple[str, int], asyncio.Future] = {}
+
+    async def load(self, what: str, ids: list[int], fetch: Callable[[list[int]], "asyncio.Future"]) -> None:
+        waits = {self._inflight[(what, k)] for k in ids if (what, k) in self._inflight}
+        new = [k for k in ids if (what, k) not in self._inflight]
+        if new:
+            future = asyncio.get_running_loop().create_future()
+            for key in new:
+                self._inflight[(what, key)] = future
+            try:
+                await fetch(new)
+                future.set_result(None)
+            except BaseException as exc:
+                future.set_exception(exc)
+                future.exception()  # mark retrieved: the caller re-raises it
+                raise
+            finally:
+                for key in new:
+                    self._inflight.pop((what, key), None)
+        if waits:
+            await asyncio.gather(*waits)
+
+
+class LogFeed:
+    """Committed epochs from any replica, with the digest chain checked."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self._next_url = 0
+        self.session: aiohttp.ClientSession | None = None
+        self.digest: str | None = None
+
+    async def fetch(self, first: int) -> list[AppliedEpoch]:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_WAIT_MS / 1000 + 5))
+        url = self.urls[self._next_url % len(self.urls)]
+        params = {"from": first, "limit": FETCH_EPOCHS_MAX, "wait_ms": FETCH_WAIT_MS}
+        try:
+            async with self.session.get(f"{url}/v1/log", params=params) as resp:
+                resp.raise_for_status()
+                entries = msgspec.msgpack.decode(await resp.read(), type=list[AppliedEpoch])
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            log.warning("log feed %s failed (%s); trying the next replica", url, exc)
+            self._next_url += 1
+            await asyncio.sleep(0.1)
+            return []
+        if not entries:
+            self._next_url += 1  # a lagging or isolated replica: ask another next time
+        return entries
+
+    async def seed_digest(self, base: int) -> None:
+        """Learn the digest of epoch `base`, to chain-check everything after it."""
+        if base == 0:
+            self.digest = GENESIS_DIGEST
+            return
+        for _ in range(50):
+            entries = await self.fetch(base)
+            if entries and entries[0].number == base:
+                self.digest = entries[0].digest
+                return
+        raise InvariantViolation(f"no replica serves epoch {base}, where the shards stopped")
+
+    def check(self, entry: AppliedEpoch) -> None:
+        digest = hashlib.sha256(self.digest.encode() + entry.data).hexdigest()
+        if digest != entry.digest:
+            raise InvariantViolation(f"epoch {entry.number}: the log digest chain is broken")
+        self.digest = digest
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+class Runner:
+    def __init__(self, directory: Directory, node_urls: list[str], fault: FaultPlan | None = None) -> None:
+        self.directory = directory
+        self.shards: dict[str, ShardProxy] = {n: make_shard(s) for n, s in directory.shards.items()}
+        self.feed = LogFeed(node_urls)
+        self.state = State(complete=False)
+        self.loads = Singleflight()
+        self.fault = fault
+        self.base_epoch = 0
+        self.next_epoch = 1
+        self.queues: dict[str, asyncio.Queue[ShardBatch]] = {}
+        self.applied: dict[str, int] = {}
+        self._applied_event = asyncio.Event()
+        self.executed = 0
+
+    # TLA+: Ordo!ExecutorRecover -- resume from the smallest applied_epoch.
+    async def recover(self) -> None:
+        await asyncio.gather(*(_retrying(s.open) for s in self.shards.values()))
+        for name, shard in self.shards.items():
+            self.applied[name] = await _retrying(shard.applied_epoch)
+        self.base_epoch = min(self.applied.values())
+        self.next_epoch = self.base_epoch + 1
+        self.state.epoch = self.base_epoch
+        for shard in self.shards.values():
+            for record in await _retrying(lambda s=shard: s.load_open_pendings(self.base_epoch)):
+                self.state.transfers[record.transfer.id] = record
+                self.state.resolutions[record.transfer.id] = None
+                self.state.deadlines[record.transfer.id] = record.expires_at_ms
+        await self.feed.seed_digest(self.base_epoch)
+        log.info("recovered: shards at %s, resuming at epoch %d", self.applied, self.next_epoch)
+
+    async def run(self) -> None:
+        await self.recover()
+        self.queues = {name: asyncio.Queue(PUSH_QUEUE_EPOCHS_MAX) for name in self.shards}
+        pushers = [asyncio.create_task(self._pusher(name)) for name in self.shards]
+        try:
+            while True:
+                entries = await self.feed.fetch(self.next_epoch)
+                epochs = [self._accept(e) for e in entries if e.number >= self.next_epoch]
+                prefetch = asyncio.gather(*(self.preload(e) for e in epochs))
+                for epoch in epochs:
+                    await self.run_epoch(epoch)
+                await prefetch
+                for task in pushers:
+                    if task.done():
+                        task.result()  # surface a pusher's InvariantViolation
+        finally:
+            for task in pushers:
+                task.cancel()
+
+    def _accept(self, entry: AppliedEpoch) -> Epoch:
+        self.feed.check(entry)
+        epoch = decode_epoch(entry.data)
+        if epoch.number != entry.number:
+            raise InvariantViolation(f"journal entry {entry.number} holds epoch {epoch.number}")
+        check_epoch(epoch)
+        verify_groups(epoch)
+        return epoch
+
+    # TLA+: Ordo!Execute -- execute one epoch and hand its batches to the pushers.
+    async def run_epoch(self, epoch: Epoch) -> None:
+        if epoch.number != self.next_epoch:
+            raise InvariantViolation(f"executor expected epoch {self.next_epoch}, got {epoch.number}")
+        await self.preload(epoch)
+        effects = execute_epoch(self.state, epoch)
+        self.state.apply(effects)
+        for name, batch in split(effects, self.directory).items():
+            if batch.epoch > self.applied[name]:
+                await self.queues[name].put(batch)
+        self.next_epoch += 1
+        self.executed += 1
+
+    # -- preload ---------------------------------------------------------------
+
+    async def preload(self, epoch: Epoch) -> None:
+        accounts: set[int] = set()
+        transfers: set[int] = set()
+        for intent in epoch.intents:
+            if isinstance(intent, CreateAccount):
+                accounts.add(intent.id)
+                continue
+            accounts.update((intent.debit_account_id, intent.credit_account_id))
+            transfers.add(intent.id)
+            if intent.pending_id:
+                transfers.add(intent.pending_id)
+        for pending_id in self.state.due(hlc_ms(epoch.hlc_first)):
+            record = self.state.transfers[pending_id]
+            accounts.update((record.transfer.debit_account_id, record.transfer.credit_account_id))
+        await asyncio.gather(
+            *self._loads(accounts, self.state.accounts, "accounts", self.directory.account_shard),
+            *self._loads(transfers, self.state.transfers, "transfers", self.directory.transfer_shard),
+            *self._loads(transfers, self.state.resolutions, "resolutions", self.directory.transfer_shard),
+        )
+
+    def _loads(self, keys: Iterable[int], cache: dict, what: str, route: Callable[[int], str | None]) -> list:
+        by_shard: dict[str, list[int]] = {}
+        for key in keys:
+            if key in cache:
+                continue
+            shard = route(key)
+            if shard is None:
+                cache.setdefault(key, None)  # no range covers it: it cannot exist
+                continue
+            by_shard.setdefault(shard, []).append(key)
+        return [self._load(shard, what, sorted(ids), cache) for shard, ids in by_shard.items()]
+
+    async def _load(self, shard: str, what: str, ids: list[int], cache: dict) -> None:
+        method = getattr(self.shards[shard], f"load_{what}")
+
+        async def fetch(missing: list[int]) -> None:
+            found = await _retrying(lambda: method(missing, self.base_epoch), what=f"preload from {shard}")
+            for key in missing:
+                # setdefault: never overwrite what execution has written since.
+                cache.setdefault(key, found.get(key))
+
+        await self.loads.load(what, ids, fetch)
+
+    # -- push --------------------------------------------------------------------
+
+    # TLA+: Ordo!ShardApply -- one atomic, idempotent apply per shard.
+    async def _pusher(self, name: str) -> None:
+        queue = self.queues[name]
+        proxy = self.shards[name]
+        while True:
+            batches = [await queue.get()]
+            while not queue.empty() and len(batches) < COALESCE_EPOCHS_MAX:
+                batches.append(queue.get_nowait())
+            await self._fault_gate(name, batches)
+            await _retrying(lambda: proxy.apply(batches), what=f"apply to {name}")
+            self.applied[name] = batches[-1].epoch
+            self._applied_event.set()
+            self._applied_event = asyncio.Event()
+            self._fault_trip(name, batches)
+
+    async def _fault_gate(self, name: str, batches: list[ShardBatch]) -> None:
+        if self.fault and name != self.fault.shard and batches[-1].epoch >= self.fault.epoch:
+            while True:  # hold the other shards until the fault trips (then we die)
+                await self._applied_event.wait()
+
+    def _fault_trip(self, name: str, batches: list[ShardBatch]) -> None:
+        if self.fault and name == self.fault.shard and batches[-1].epoch >= self.fault.epoch:
+            log.warning("fault point: SIGKILL after %s applied epoch %d", name, batches[-1].epoch)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    async def close(self) -> None:
+        await self.feed.close()
+        await asyncio.gather(*(s.close() for s in self.shards.values()), return_exceptions=True)
+
+
+async def _retrying(call, what: str = "store call"):
+    """Retry a store call with jittered exponential backoff until it succeeds.
+
+    `InvariantViolation` is never retried: it means a bug, not an outage.
+    """
+    started = time.monotonic()
+    async for attempt in AsyncRetrying(
+        wait=wait_exponential_jitter(initial=0.05, max=2.0),
+        retry=retry_if_not_exception_type(InvariantViolation),
+        before_sleep=lambda rs: log.warning(
+            "%s failed (%s), retrying (attempt %d, %.1fs)", what, rs.outcome.exception(), rs.attempt_number,
+            time.monotonic() - started,
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            return await call()

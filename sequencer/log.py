@@ -1,0 +1,248 @@
+"""The replicated log: one pysyncobj Raft group, one entry per epoch.
+
+Owned here: the glue between pysyncobj (the edge) and ordo's epochs, i.e.
+the `@replicated` apply, epoch numbering, the HLC continuity check, the
+running digest every replica keeps, and `EpochJournal`, the replica's local
+SQLite copy of applied epochs that the executor reads through the API.
+Callers: `sequencer/node.py` proposes epochs and serves the journal.
+
+pysyncobj behaviour we design around (DESIGN.md):
+
+* Large entries break its chunked transmission (64 KiB: "pickle data was
+  truncated") and 16 KiB entries under load caused leader churn.  Entries
+  are capped by `epoch_bytes_max` (see `LogConfig`), well below both.
+* Its journal is an mmap that it never flushes.  A killed *process* loses
+  nothing (the pages belong to the kernel), but an OS crash could; with
+  `journal_flush=True` we msync after every appended entry.
+* Any attribute set after `SyncObj.__init__` is pickled into its snapshots.
+  All of ours are set before it, and compaction is pushed out of reach so
+  that a replica's journal always holds every epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+from sequencer.errors import ConfigError, InvariantViolation
+from sequencer.hlc import HLC, Timestamp
+from sequencer.types import Epoch, decode_epoch, encode_epoch
+
+GENESIS_DIGEST = hashlib.sha256(b"ordo/log/v1").hexdigest()
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Raft timing and entry limits, checked against each other on load."""
+
+    #: Election timeout range.  pysyncobj's defaults (0.4-1.4 s) churned
+    #: leaders on 2 loaded cores; 1.0-2.5 s still elects within ~3 s.
+    election_timeout_ms_min: int = 1000
+    election_timeout_ms_max: int = 2500
+    #: Heartbeat period: well under the election timeout, so a busy but
+    #: healthy leader is never deposed.
+    append_entries_period_ms: int = 100
+    #: How often pysyncobj's thread wakes up when idle.  Commands wake it at
+    #: once, so this bounds only timer resolution, not commit latency.
+    tick_ms: int = 5
+    #: Largest epoch entry.  16 KiB entries churned, 64 KiB broke; 12 KiB
+    #: leaves room for pysyncobj's own framing inside one 64 KiB batch.
+    epoch_bytes_max: int = 12 * 1024
+    #: One append_entries message: several epochs, never a split one.
+    append_entries_batch_bytes: int = 48 * 1024
+    journal_flush: bool = True
+
+    def check(self) -> None:
+        if not self.append_entries_period_ms * 4 <= self.election_timeout_ms_min:
+            raise ConfigError("append_entries_period_ms must be at most a quarter of election_timeout_ms_min")
+        if not self.election_timeout_ms_min < self.election_timeout_ms_max:
+            raise ConfigError("election_timeout_ms_min must be below election_timeout_ms_max")
+        if not self.epoch_bytes_max * 2 <= self.append_entries_batch_bytes < 64 * 1024:
+            raise ConfigError("append_entries_batch_bytes must hold two epochs and stay below 64 KiB")
+
+    def syncobj_conf(self, journal_path: Path | None) -> SyncObjConf:
+        self.check()
+        return SyncObjConf(
+            raftMinTimeout=self.election_timeout_ms_min / 1000,
+            raftMaxTimeout=self.election_timeout_ms_max / 1000,
+            appendEntriesPeriod=self.append_entries_period_ms / 1000,
+            autoTickPeriod=self.tick_ms / 1000,
+            connectionTimeout=self.election_timeout_ms_max / 1000 * 2,
+            connectionRetryTime=0.5,
+            appendEntriesBatchSizeBytes=self.append_entries_batch_bytes,
+            journalFile=str(journal_path) if journal_path else None,
+            # Compaction would let a lagging replica install a snapshot and
+            # skip epochs its EpochJournal then lacks; keep it out of reach.
+            logCompactionMinEntries=2**62,
+            logCompactionMinTime=2**31,
+            commandsWaitLeader=False,
+            dynamicMembershipChange=False,
+        )
+
+
+class AppliedEpoch(msgspec.Struct, frozen=True):
+    number: int
+    hlc_last: int
+    digest: str
+    data: bytes
+
+
+class EpochJournal:
+    """A replica's copy of every epoch it applied, with the running digest.
+
+    The apply thread writes it; the API thread reads it.  It is derived from
+    the Raft journal, so on restart pysyncobj's replay re-applies every
+    entry and `append` checks that each one is byte-identical to what is here.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # derived data: replayed from the Raft journal
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS epochs (number INTEGER PRIMARY KEY, hlc_last INTEGER NOT NULL,"
+            " digest TEXT NOT NULL, data BLOB NOT NULL)"
+        )
+
+    def get(self, number: int) -> AppliedEpoch | None:
+        with self._lock:
+            row = self._db.execute("SELECT number, hlc_last, digest, data FROM epochs WHERE number=?", (number,)).fetchone()
+        return AppliedEpoch(*row) if row else None
+
+    def append(self, entry: AppliedEpoch) -> None:
+        existing = self.get(entry.number)
+        if existing is not None:
+            if existing != entry:
+                raise InvariantViolation(f"replayed epoch {entry.number} differs from the one applied before")
+            return
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO epochs (number, hlc_last, digest, data) VALUES (?, ?, ?, ?)",
+                (entry.number, entry.hlc_last, entry.digest, entry.data),
+            )
+
+    def range(self, first: int, limit: int, bytes_max: int) -> list[AppliedEpoch]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT number, hlc_last, digest, data FROM epochs WHERE number >= ? ORDER BY number LIMIT ?",
+                (first, limit),
+            ).fetchall()
+        out, size = [], 0
+        for row in rows:
+            size += len(row[3])
+            if out and size > bytes_max:
+                break
+            out.append(AppliedEpoch(*row))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class ReplicatedLog(SyncObj):
+    """A pysyncobj replica whose only command is `apply_epoch`.
+
+    `on_applied(entry)` is called on pysyncobj's thread after every epoch
+    this replica applies (also during journal replay on restart).
+    """
+
+    def __init__(
+        self,
+        self_address: str,
+        partners: list[str],
+        hlc: HLC,
+        journal: EpochJournal,
+        data_dir: Path,
+        config: LogConfig,
+        on_applied: Callable[[AppliedEpoch], None],
+    ) -> None:
+        # Everything set before SyncObj.__init__ is excluded from its pickled snapshots.
+        self._hlc = hlc
+        self._journal = journal
+        self._on_applied = on_applied
+        self._config = config
+        self._last_number = 0
+        self._last_hlc = 0
+        self._digest = GENESIS_DIGEST
+        self._state_lock = threading.Lock()
+        conf = config.syncobj_conf(data_dir / "raft.journal")
+        super().__init__(self_address, partners, conf)
+        if config.journal_flush:
+            _flush_journal_on_append(self)
+
+    # TLA+: Ordo!CommitEpoch -- runs on every replica, in log order.
+    @replicated
+    def apply_epoch(self, data: bytes) -> int | None:
+        """Number the epoch, check HLC continuity, journal it, fold the digest.
+
+        Returns the epoch number, or None when the proposal is refused: a
+        leader that stamped before it had applied the whole log could stamp
+        below the last epoch, and HLC order must equal log order.
+        """
+        epoch = decode_epoch(data)
+        with self._state_lock:
+            if epoch.hlc_first <= self._last_hlc:
+                return None
+            number = self._last_number + 1
+            stored = encode_epoch(msgspec.structs.replace(epoch, number=number))
+            digest = hashlib.sha256(self._digest.encode() + stored).hexdigest()
+            entry = AppliedEpoch(number, epoch.hlc_last, digest, stored)
+            self._journal.append(entry)
+            self._last_number, self._last_hlc, self._digest = number, epoch.hlc_last, digest
+        # A new leader continues the HLC from the log (TLA+: Ordo!ContinueHLC).
+        self._hlc.observe_log(Timestamp.unpack(epoch.hlc_last))
+        self._on_applied(entry)
+        return number
+
+    def status(self) -> dict:
+        with self._state_lock:
+            mine = {"last_epoch": self._last_number, "last_hlc": self._last_hlc, "digest": self._digest}
+        leader = self._getLeader()
+        raft = self.getStatus()
+        return {
+            **mine,
+            "leader": leader.address if leader is not None else None,
+            "is_leader": self._isLeader(),
+            "term": raft.get("raft_term"),
+            "commit_idx": raft.get("commit_idx"),
+            "last_applied": raft.get("last_applied"),
+        }
+
+    def caught_up(self) -> bool:
+        """True when every committed entry has been applied here.
+
+        A new leader waits for this before stamping, so its first epoch is
+        stamped after the last committed one (otherwise apply refuses it).
+        """
+        raft = self.getStatus()
+        return raft.get("last_applied", -1) >= raft.get("commit_idx", 0)
+
+    def members(self) -> list[str]:
+        return sorted([self.selfNode.address] + [n.address for n in self.otherNodes])
+
+
+def _flush_journal_on_append(log: SyncObj) -> None:
+    """msync pysyncobj's mmap journal after every appended entry.
+
+    pysyncobj writes its journal through an mmap and never flushes it, so an
+    OS crash could lose entries a follower already acknowledged to Raft.
+    """
+    raft_log = getattr(log, "_SyncObj__raftLog", None)
+    if raft_log is None or not hasattr(raft_log, "flush"):
+        return
+    add = raft_log.add
+
+    def add_and_flush(*args, **kwargs):
+        add(*args, **kwargs)
+        raft_log.flush()
+
+    raft_log.add = add_and_flush

@@ -1,0 +1,279 @@
+"""One sequencer replica process: Raft log, HLC, batcher and the HTTP API.
+
+Owned here: the I/O loop around the pure core.  Handlers enqueue request
+batches on a bounded queue (STYLE 9); the leader's drain loop feeds the
+`EpochBatcher`, stamps each closed epoch with the HLC, builds its dependency
+graph and proposes it to the log.  Every replica serves reads at the
+watermark W and the journal of applied epochs that executors consume.
+Started by `ordo node`, which `ordo demo` and `ordo up` spawn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from proxies.base import ShardProxy
+from proxies.factory import make_shard
+from sequencer.batcher import EpochBatcher
+from sequencer.config import ClusterConfig
+from sequencer.epochs import build_epoch
+from sequencer.errors import InvariantViolation, NotLeaderError
+from sequencer.hlc import HLC
+from sequencer.log import AppliedEpoch, EpochJournal, ReplicatedLog
+from sequencer.types import Intent, encode_epoch
+
+log = logging.getLogger("ordo.node")
+
+#: Bytes an intent adds to an epoch beyond its own encoding: its HLC stamp
+#: (9), its index in a group (<= 5) and list framing.  An upper bound, so that
+#: the batcher's sum never underestimates the encoded epoch.
+INTENT_OVERHEAD_BYTES = 16
+
+
+@dataclass
+class Submission:
+    """One request batch waiting for its epoch."""
+
+    intents: list[Intent]
+    size_bytes: int
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a submission landed in the log."""
+
+    epoch: int
+    start: int
+    stamps: list[int]
+
+
+def physical_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Watermark:
+    """W: the smallest `applied_epoch` over all shards, polled from the stores.
+
+    Polling is fast while someone waits for an epoch and slow otherwise, so
+    idle replicas barely touch the stores.
+    """
+
+    #: Poll period while requests wait: a few ms of ack latency at most.
+    POLL_BUSY_MS = 2
+    #: Poll period when nobody waits (reads refresh W themselves).
+    POLL_IDLE_MS = 100
+
+    def __init__(self, shards: dict[str, ShardProxy]) -> None:
+        self.shards = shards
+        self.value = 0
+        self.waiters = 0
+        self._changed = asyncio.Event()
+        self.store_error: str | None = None
+
+    async def refresh(self) -> int:
+        try:
+            values = await asyncio.gather(*(s.applied_epoch() for s in self.shards.values()))
+        except Exception as exc:  # a store is down: keep serving at the last W
+            self.store_error = f"{type(exc).__name__}: {exc}"
+            return self.value
+        self.store_error = None
+        new = min(values)
+        if new > self.value:
+            self.value = new
+            self._changed.set()
+            self._changed = asyncio.Event()
+        return self.value
+
+    async def run(self) -> None:
+        while True:
+            await self.refresh()
+            await asyncio.sleep((self.POLL_BUSY_MS if self.waiters else self.POLL_IDLE_MS) / 1000)
+
+    async def wait_for(self, epoch: int) -> int:
+        self.waiters += 1
+        try:
+            while self.value < epoch:
+                await self._changed.wait()
+            return self.value
+        finally:
+            self.waiters -= 1
+
+
+class ResultsCache:
+    """Results of recent epochs, fetched once from all shards (singleflight)."""
+
+    #: Epochs kept: requests of one epoch all arrive within a few ms of each
+    #: other, so a few hundred epochs cover every waiter with room to spare.
+    EPOCHS_MAX = 256
+
+    def __init__(self, shards: dict[str, ShardProxy]) -> None:
+        self.shards = shards
+        self._tasks: dict[int, asyncio.Task] = {}
+
+    async def get(self, epoch: int) -> dict[int, str]:
+        task = self._tasks.get(epoch)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(epoch))
+            self._tasks[epoch] = task
+            while len(self._tasks) > self.EPOCHS_MAX:
+                self._tasks.pop(next(iter(self._tasks)))
+        try:
+            return await asyncio.shield(task)
+        except Exception:
+            self._tasks.pop(epoch, None)
+            raise
+
+    async def _fetch(self, epoch: int) -> dict[int, str]:
+        parts = await asyncio.gather(*(s.read_results(epoch) for s in self.shards.values()))
+        return {r.index: r.result for part in parts for r in part}
+
+
+class SequencerNode:
+    def __init__(self, config: ClusterConfig, node_id: int) -> None:
+        self.config = config
+        self.spec = config.node(node_id)
+        self.dir = config.data_dir / f"node{node_id}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.hlc = HLC(physical_ms, max_offset_ms=config.sequencer.max_offset_ms)
+        self.journal = EpochJournal(self.dir / "epochs.db")
+        self.raft_to_http = {n.raft: n.url for n in config.nodes}
+        self.queue: asyncio.Queue[Submission] = asyncio.Queue(config.sequencer.queue_batches_max)
+        self.batcher = EpochBatcher(epoch_ms=config.sequencer.epoch_ms, epoch_bytes_max=config.log.epoch_bytes_max)
+        self.shards = {name: make_shard(spec) for name, spec in config.directory.shards.items()}
+        self.watermark = Watermark(self.shards)
+        self.results = ResultsCache(self.shards)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._log_changed = asyncio.Event()
+        self.log: ReplicatedLog | None = None
+        self.leader_changes = 0
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await asyncio.gather(*(s.open() for s in self.shards.values()))
+        partners = [n.raft for n in self.config.nodes if n.id != self.spec.id]
+        self.log = ReplicatedLog(
+            self.spec.raft, partners, self.hlc, self.journal, self.dir, self.config.log, self._on_applied
+        )
+
+    # -- called on pysyncobj's thread -------------------------------------
+
+    def _on_applied(self, entry: AppliedEpoch) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._wake_log_readers)
+
+    def _wake_log_readers(self) -> None:
+        self._log_changed.set()
+        self._log_changed = asyncio.Event()
+
+    # -- routing -------------------------------------------------------------
+
+    def leader_url(self) -> str | None:
+        status = self.log.status()
+        return self.raft_to_http.get(status["leader"]) if status["leader"] else None
+
+    def members(self) -> list[str]:
+        return [n.url for n in self.config.nodes]
+
+    def require_leader(self) -> None:
+        if not self.log._isLeader():
+            raise NotLeaderError(self.leader_url(), self.members())
+
+    # -- the write path ------------------------------------------------------
+
+    def submit(self, intents: list[Intent]) -> Submission:
+        """Enqueue a request batch (raises asyncio.QueueFull when saturated)."""
+        self.require_leader()
+        size = len(msgspec.msgpack.encode(intents)) + INTENT_OVERHEAD_BYTES * len(intents)
+        submission = Submission(intents, size)
+        self.queue.put_nowait(submission)
+        return submission
+
+    async def drain(self) -> None:
+        """The leader's loop: epochs close on time or size, never on arrival."""
+        while True:
+            deadline = self.batcher.next_deadline_ms()
+            timeout = None if deadline is None else max(0, deadline - _mono_ms()) / 1000
+            try:
+                item = await asyncio.wait_for(self.queue.get(), timeout)
+                self._add(item)
+                while not self.queue.empty():
+                    self._add(self.queue.get_nowait())
+            except asyncio.TimeoutError:
+                pass
+            closed = self.batcher.poll(_mono_ms())
+            if closed:
+                self._propose(closed)
+
+    def _add(self, item: Submission) -> None:
+        ready = self.batcher.add(item, item.size_bytes, _mono_ms())
+        if ready:
+            self._propose(ready)
+
+    def _propose(self, submissions: list[Submission]) -> None:
+        if not (self.log._isLeader() and self.log.caught_up()):
+            error = NotLeaderError(self.leader_url(), self.members())
+            for s in submissions:
+                _fail(s.done, error)
+            return
+        intents: list[Intent] = []
+        bounds: list[int] = []
+        for s in submissions:
+            intents.extend(s.intents)
+            bounds.append(len(intents))
+        stamps = [self.hlc.now().pack() for _ in intents]
+        data = encode_epoch(build_epoch(stamps, intents, bounds))
+        if len(data) > self.config.log.epoch_bytes_max:
+            raise InvariantViolation(f"epoch of {len(data)} bytes exceeds epoch_bytes_max; the size estimate is wrong")
+        starts = [b - len(s.intents) for b, s in zip(bounds, submissions)]
+        loop = self.loop
+
+        def committed(number, error) -> None:  # pysyncobj's thread
+            loop.call_soon_threadsafe(self._resolve, submissions, starts, stamps, number, error)
+
+        self.log.apply_epoch(data, callback=committed)
+
+    def _resolve(self, submissions, starts, stamps, number, error) -> None:
+        for s, start in zip(submissions, starts):
+            if error or number is None:
+                reason = "the epoch was refused (leader change)" if number is None and not error else f"raft: {error}"
+                _fail(s.done, NotLeaderError(self.leader_url(), self.members()), reason)
+            elif not s.done.done():
+                s.done.set_result(Placement(number, start, stamps[start : start + len(s.intents)]))
+
+    # -- the log feed for executors ------------------------------------------
+
+    async def read_log(self, first: int, limit: int, wait_ms: int) -> list[AppliedEpoch]:
+        deadline = _mono_ms() + wait_ms
+        while True:
+            changed = self._log_changed
+            entries = await asyncio.to_thread(self.journal.range, first, limit, 4 * 1024 * 1024)
+            remaining = deadline - _mono_ms()
+            if entries or remaining <= 0:
+                return entries
+            try:
+                await asyncio.wait_for(changed.wait(), remaining / 1000)
+            except asyncio.TimeoutError:
+                return []
+
+    async def close(self) -> None:
+        if self.log is not None:
+            self.log.destroy()
+        await asyncio.gather(*(s.close() for s in self.shards.values()), return_exceptions=True)
+        self.journal.close()
+
+
+def _fail(future: asyncio.Future, error: Exception, note: str | None = None) -> None:
+    if note:
+        error.add_note(note)
+    if not future.done():
+        future.set_exception(error)
+
+
+def _mono_ms() -> int:
+    return time.monotonic_ns() // 1_000_000

@@ -1,0 +1,151 @@
+"""The JSON shapes of the HTTP API, and their conversion to intents.
+
+Owned here: request decoding (shape only: integers, ranges, known fields,
+named flags, batch size) and the RFC 9457 problem bodies.  Callers: the
+aiohttp handlers in `sequencer/api.py` and the client in
+`sequencer/client.py`.  Meaning (balances, ledgers, duplicates) is decided by
+the state machine, which answers with a result code per event.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from sequencer.errors import ValidationError
+from sequencer.types import (
+    Code,
+    CreateAccount,
+    CreateTransfer,
+    Ledger,
+    TimeoutMs,
+    U63,
+    AccountFlags,
+    TransferFlags,
+)
+
+#: Largest batch one request may carry.  A batch is never split across
+#: epochs (a linked chain must be ordered as one unit), so the largest batch
+#: must fit one epoch: 128 transfers encode to about 4.5 KiB, under a third
+#: of `epoch_bytes_max`, so a batch never waits long for room.
+BATCH_EVENTS_MAX = 128
+#: Largest request body: 128 events of ~400 bytes of JSON each, with slack.
+BODY_BYTES_MAX = 128 * 1024
+
+AccountFlagName = Literal["debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "history", "closed"]
+TransferFlagName = Literal["linked", "pending", "post_pending", "void_pending"]
+
+
+class AccountIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: U63
+    ledger: Ledger
+    code: Code
+    flags: list[AccountFlagName] = []
+    user_data: U63 = 0
+
+
+class TransferIn(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: U63
+    debit_account_id: U63
+    credit_account_id: U63
+    amount: U63
+    ledger: Ledger = 0
+    code: Code = 0
+    flags: list[TransferFlagName] = []
+    pending_id: U63 = 0
+    timeout_ms: TimeoutMs = 0
+    user_data: U63 = 0
+
+
+class EventResultOut(msgspec.Struct, frozen=True):
+    index: int
+    id: int
+    result: str
+
+
+class SubmitResponse(msgspec.Struct, frozen=True):
+    status: Literal["applied", "committed"]
+    epoch: int
+    hlc: int
+    watermark: int
+    results: list[EventResultOut]
+
+
+_accounts_decoder = msgspec.json.Decoder(list[AccountIn])
+_transfers_decoder = msgspec.json.Decoder(list[TransferIn])
+
+
+def _flags(names: list[str], enum_type) -> int:
+    value = 0
+    for name in names:
+        value |= enum_type[name.upper()]
+    return int(value)
+
+
+def _decode(body: bytes, decoder, kind: str) -> list:
+    if len(body) > BODY_BYTES_MAX:
+        raise ValidationError(f"request body is {len(body)} bytes; the limit is {BODY_BYTES_MAX}")
+    try:
+        events = decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"invalid {kind}: {exc}", field=_path(str(exc))) from None
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"malformed JSON: {exc}") from None
+    if not events:
+        raise ValidationError(f"the batch holds no {kind}; send a JSON array of 1 to {BATCH_EVENTS_MAX}")
+    if len(events) > BATCH_EVENTS_MAX:
+        raise ValidationError(
+            f"the batch holds {len(events)} {kind}; the limit is {BATCH_EVENTS_MAX} per request, split it"
+        )
+    return events
+
+
+def _path(message: str) -> str | None:
+    marker = " - at `"
+    return message.split(marker, 1)[1].rstrip("`") if marker in message else None
+
+
+def decode_accounts(body: bytes) -> list[CreateAccount]:
+    return [
+        CreateAccount(a.id, a.ledger, a.code, _flags(a.flags, AccountFlags), a.user_data)
+        for a in _decode(body, _accounts_decoder, "accounts")
+    ]
+
+
+def decode_transfers(body: bytes) -> list[CreateTransfer]:
+    return [
+        CreateTransfer(
+            t.id, t.debit_account_id, t.credit_account_id, t.amount, t.ledger, t.code,
+            _flags(t.flags, TransferFlags), t.pending_id, t.timeout_ms, t.user_data,
+        )
+        for t in _decode(body, _transfers_decoder, "transfers")
+    ]
+
+
+def flag_names(value: int, enum_type) -> list[str]:
+    return [f.name.lower() for f in enum_type if value & f]
+
+
+def transfer_json(t: CreateTransfer) -> dict:
+    """The JSON for intent `t`: what a client sends, and what GET returns."""
+    body = msgspec.structs.asdict(t)
+    body["flags"] = flag_names(t.flags, TransferFlags)
+    return body
+
+
+def account_json(a: CreateAccount) -> dict:
+    body = msgspec.structs.asdict(a)
+    body["flags"] = flag_names(a.flags, AccountFlags)
+    return body
+
+
+# ------------------------------------------------------------------ problems
+
+PROBLEM_BASE = "https://ordo.dev/problems/"
+
+
+def problem(status: int, slug: str, title: str, detail: str, **extra) -> tuple[int, bytes]:
+    """An RFC 9457 body with a stable `type` URI per failure kind."""
+    body = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail, **extra}
+    return status, msgspec.json.encode(body)
