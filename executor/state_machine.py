@@ -574,7 +574,7 @@ def _merge(base: _Overlay, overlays: list[_Overlay]) -> None:
             clash = seen & keys.keys()
             if clash:
                 raise InvariantViolation(f"two independent groups wrote {what} {min(clash)}: the graph missed a conflict")
-            seen |= keys.keys()
+            seen.update(keys)
         ov.commit_into(base)
 
 
