@@ -442,6 +442,9 @@ def _run_unit(ov: _Overlay, epoch: Epoch, unit: list[int]) -> list[tuple[int, Re
 
 
 def _run_chain(ov: _Overlay, epoch: Epoch, unit: list[int]) -> list[tuple[int, Result]]:
+    replay = _replayed_chain(ov, epoch, unit)
+    if replay is not None:
+        return replay
     scratch = ov.child()
     for i in unit:
         code = _run_intent(scratch, epoch, i)
@@ -450,6 +453,24 @@ def _run_chain(ov: _Overlay, epoch: Epoch, unit: list[int]) -> list[tuple[int, R
             return [(j, code if j == i else Result.LINKED_EVENT_FAILED) for j in unit]
     scratch.commit_into(ov)
     return [(i, Result.OK) for i in unit]
+
+
+def _replayed_chain(ov: _Overlay, epoch: Epoch, unit: list[int]) -> list[tuple[int, Result]] | None:
+    """A client retrying a whole chain gets each member's original result.
+
+    Chains apply as a unit, so if every member is already stored with the
+    same body the chain was decided before; answering `exists` for the first
+    and `linked_event_failed` for the rest would tell the client a settled
+    chain had failed.
+    """
+    outcomes = []
+    for i in unit:
+        t = epoch.intents[i]
+        code = _existing(ov, t) if t.id not in (0, U63_MAX) else None
+        if code is None or code == Result.EXISTS_WITH_DIFFERENT_FIELDS:
+            return None
+        outcomes.append((i, code))
+    return outcomes
 
 
 def _record_failures(ov: _Overlay, epoch: Epoch, outcomes: list[tuple[int, Result]]) -> None:

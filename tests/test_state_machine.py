@@ -255,3 +255,15 @@ def test_parallel_groups_in_any_interleaving_equal_serial(epochs, seed) -> None:
     for a in accounts:
         if a.flags & LIMITED:
             assert a.debits_pending + a.debits_posted <= a.credits_posted
+
+
+def test_retried_chain_returns_original_results(ledger: Ledger) -> None:
+    ok_chain = [xfer(511, 1, 2, 10, TransferFlags.LINKED), xfer(512, 1, 3, 10)]
+    assert ledger.run(ok_chain) == [Result.OK, Result.OK]
+    assert ledger.run(ok_chain) == [Result.EXISTS, Result.EXISTS]
+    bad_chain = [xfer(513, 1, 2, 10, TransferFlags.LINKED), xfer(514, 2, 3, 10**9)]
+    assert ledger.run(bad_chain) == [Result.LINKED_EVENT_FAILED, Result.EXCEEDS_CREDITS]
+    assert ledger.run(bad_chain) == [Result.LINKED_EVENT_FAILED, Result.EXCEEDS_CREDITS]
+    # Half a replay is not a replay: the new member cannot ride on an old one.
+    mixed = [xfer(511, 1, 2, 10, TransferFlags.LINKED), xfer(515, 1, 3, 10)]
+    assert ledger.run(mixed) == [Result.EXISTS, Result.LINKED_EVENT_FAILED]
