@@ -312,7 +312,7 @@ async def _retrying(call, what: str = "store call"):
     """
     started = time.monotonic()
     async for attempt in AsyncRetrying(
-        wait=wait_exponential_jitter(initial=0.05, max=2.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1),
         retry=retry_if_not_exception_type(InvariantViolation),
         before_sleep=lambda rs: log.warning(
             "%s failed (%s), retrying (attempt %d, %.1fs)", what, rs.outcome.exception(), rs.attempt_number,

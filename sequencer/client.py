@@ -94,7 +94,7 @@ class OrdoClient:
         body = msgspec.json.encode(events)
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(SUBMIT_DEADLINE_S),
-            wait=wait_exponential_jitter(initial=0.02, max=1.0),
+            wait=wait_exponential_jitter(multiplier=0.02, max=1.0, jitter=0.05),
             retry=retry_if_exception_type(Retryable),
             reraise=True,
         ):
