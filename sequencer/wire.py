@@ -89,7 +89,8 @@ def _decode(body: bytes, decoder, kind: str) -> list:
     try:
         events = decoder.decode(body)
     except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid {kind}: {exc}", field=_path(str(exc))) from None
+        hint = "; money is an integer count of minor units, never a float" if "got `float`" in str(exc) else ""
+        raise ValidationError(f"invalid {kind}: {exc}{hint}", field=_path(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise ValidationError(f"malformed JSON: {exc}") from None
     if not events:
