@@ -9,6 +9,7 @@ Called by `ordo node` (`sequencer/cli.py`), which runs one app per replica.
 |--------|-------------------------------|---------------------------------------------|
 | POST   | /v1/accounts                  | create accounts (batch)                     |
 | POST   | /v1/transfers                 | create transfers (batch)                    |
+| GET    | /v1/accounts?ids=1,2          | several accounts at one W (snapshot)        |
 | GET    | /v1/accounts/{id}             | balances at W                               |
 | GET    | /v1/accounts/{id}/transfers   | postings (the hash chain) at W              |
 | GET    | /v1/transfers/{id}            | a transfer and its resolution at W          |
@@ -197,11 +198,39 @@ async def get_account(request: web.Request) -> web.Response:
     account = found.get(account_id)
     if account is None:
         return problem_response(404, "account-not-found", "Account not found", f"no account {account_id} at W={w}")
+    return json_response({**_account_json(account, node), **_snapshot(node, w)})
+
+
+#: Accounts one snapshot read may ask for.
+SNAPSHOT_IDS_MAX = 128
+
+
+async def get_accounts(request: web.Request) -> web.Response:
+    """Several accounts at ONE W: how a reader sees both legs of a trade together."""
+    node = request.app[NODE]
+    raw = request.query.get("ids", "")
+    parts = [p for p in raw.split(",") if p]
+    if not parts or len(parts) > SNAPSHOT_IDS_MAX or not all(p.isdigit() and 0 < int(p) < 2**63 for p in parts):
+        raise ValidationError(f"ids must be 1 to {SNAPSHOT_IDS_MAX} comma-separated account ids", field="ids")
+    w = await _read_epoch(request)
+    by_shard: dict[str, list[int]] = {}
+    for account_id in map(int, parts):
+        shard = node.config.directory.account_shard(account_id)
+        if shard is not None:
+            by_shard.setdefault(shard, []).append(account_id)
+    found = {}
+    for shard, ids in by_shard.items():
+        found.update(await node.shards[shard].load_accounts(ids, w))
+    accounts = [_account_json(found[i], node) for i in map(int, parts) if i in found]
+    return json_response({"accounts": accounts, **_snapshot(node, w)})
+
+
+def _account_json(account, node: SequencerNode) -> dict:
     body = msgspec.structs.asdict(account)
     body["flags"] = wire.flag_names(account.flags, wire.AccountFlags)
     body["head_hash"] = account.head_hash.hex()
-    body["shard"] = shard
-    return json_response({**body, **_snapshot(node, w)})
+    body["shard"] = node.config.directory.account_shard(account.id)
+    return body
 
 
 async def get_account_transfers(request: web.Request) -> web.Response:
@@ -275,6 +304,7 @@ def make_app(node: SequencerNode) -> web.Application:
     app[NODE] = node
     app.router.add_post("/v1/accounts", post_accounts)
     app.router.add_post("/v1/transfers", post_transfers)
+    app.router.add_get("/v1/accounts", get_accounts)
     app.router.add_get("/v1/accounts/{id}", get_account)
     app.router.add_get("/v1/accounts/{id}/transfers", get_account_transfers)
     app.router.add_get("/v1/transfers/{id}", get_transfer)
