@@ -23,7 +23,7 @@ from sequencer.batcher import EpochBatcher
 from sequencer.config import ClusterConfig
 from sequencer.epochs import build_epoch
 from sequencer.errors import InvariantViolation, NotLeaderError
-from sequencer.hlc import HLC
+from sequencer.hlc import HLC, CounterOverflowError
 from sequencer.log import AppliedEpoch, EpochJournal, ReplicatedLog
 from sequencer.types import Intent, encode_epoch
 
@@ -226,7 +226,15 @@ class SequencerNode:
         for s in submissions:
             intents.extend(s.intents)
             bounds.append(len(intents))
-        stamps = [self.hlc.now().pack() for _ in intents]
+        try:
+            stamps = [self.hlc.now().pack() for _ in intents]
+        except CounterOverflowError as exc:
+            # The physical clock stalled for over a second at full load: refuse
+            # this epoch (clients retry) rather than stamp out of order or crash.
+            log.error("cannot stamp epoch: %s", exc)
+            for s in submissions:
+                _fail(s.done, NotLeaderError(self.leader_url(), self.members()), str(exc))
+            return
         data = encode_epoch(build_epoch(stamps, intents, bounds))
         if len(data) > self.config.log.epoch_bytes_max:
             raise InvariantViolation(f"epoch of {len(data)} bytes exceeds epoch_bytes_max; the size estimate is wrong")
