@@ -60,6 +60,11 @@ IN_CHUNK_MAX = 512
 #: touch the newest balance version of hot accounts; 32 MiB keeps those
 #: b-tree pages resident for a few hundred thousand accounts per shard.
 CACHE_KIB = 32 * 1024
+#: Static fields of accounts kept by the writer, so the check before each
+#: apply rarely needs a query.  Static fields never change, so an entry never
+#: goes stale; at ~150 bytes an entry this caps the cache near 15 MiB, and a
+#: full cache is simply dropped and refilled.
+STATICS_CACHE_MAX = 100_000
 #: The WAL is truncated back to this size after a checkpoint resets it, so a
 #: burst does not leave a large file behind.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
@@ -219,6 +224,7 @@ class SqliteShard(ShardProxy):
         self._reader: sqlite3.Connection | None = None  # only touched on _read_thread
         self._write_thread: ThreadPoolExecutor | None = None
         self._read_thread: ThreadPoolExecutor | None = None
+        self._statics: dict[int, tuple] = {}  # committed accounts' static fields; writer thread only
 
     def __repr__(self) -> str:
         return f"SqliteShard({self.name!r}, {self.path!r})"
@@ -337,8 +343,8 @@ class SqliteShard(ShardProxy):
         conn.execute("BEGIN IMMEDIATE")
         try:
             todo = check_batches(self._applied(conn), batches, self.name)
+            statics = self._check_statics(conn, todo)
             if todo:
-                self._check_statics(conn, todo)
                 self._write_rows(conn, todo)
                 conn.execute("UPDATE shard SET applied_epoch = ? WHERE id = 0", (todo[-1].epoch,))
             conn.execute("COMMIT")
@@ -346,6 +352,10 @@ class SqliteShard(ShardProxy):
             if conn.in_transaction:  # some errors (disk full) have already rolled back
                 conn.execute("ROLLBACK")
             raise
+        # only now: a rolled-back account must not be taken as existing
+        if len(self._statics) + len(statics) > STATICS_CACHE_MAX:
+            self._statics.clear()
+        self._statics.update(statics)
         return len(todo)
 
     def _write_rows(self, conn: sqlite3.Connection, batches: Sequence[ShardBatch]) -> None:
@@ -354,8 +364,8 @@ class SqliteShard(ShardProxy):
             if rows:
                 conn.executemany(_INSERTS[table], rows)
 
-    def _check_statics(self, conn: sqlite3.Connection, batches: Sequence[ShardBatch]) -> None:
-        """A balance version must repeat its account's static fields.
+    def _check_statics(self, conn: sqlite3.Connection, batches: Sequence[ShardBatch]) -> dict[int, tuple]:
+        """A balance version must repeat its account's static fields; returns the statics checked.
 
         Reads join each balance version with the account's one static row, so
         a version whose ledger, code, flags, user_data or created_epoch
@@ -363,8 +373,12 @@ class SqliteShard(ShardProxy):
         keeps the fields of every version.  Refuse it instead.
         """
         statics = {a.id: _static(a) for b in batches for a in b.accounts}
-        stored = {a.id for b in batches for a in b.balances} - statics.keys()
-        for chunk in _chunks(stored):
+        unknown = {a.id for b in batches for a in b.balances} - statics.keys()
+        for account_id in list(unknown):
+            if (cached := self._statics.get(account_id)) is not None:
+                statics[account_id] = cached
+                unknown.discard(account_id)
+        for chunk in _chunks(unknown):
             sql = f"SELECT id, {', '.join(_STATIC_FIELDS)} FROM accounts WHERE id IN ({_placeholders(len(chunk))})"
             for row in conn.execute(sql, chunk):
                 statics[row[0]] = row[1:]
@@ -375,6 +389,7 @@ class SqliteShard(ShardProxy):
                     raise InvariantViolation(f"shard {self.name}: balance of account {version.id}, which was never created")
                 if _static(version) != static:
                     raise InvariantViolation(f"shard {self.name}: account {version.id} changed its static fields")
+        return statics
 
     # -- reads -------------------------------------------------------------
 

@@ -194,6 +194,18 @@ async def test_balance_of_unknown_account_is_refused(tmp_path, opened) -> None:
         await shard.apply([msgspec.structs.replace(batches[1], balances=[ghost])])
 
 
+async def test_rolled_back_account_is_not_remembered(tmp_path, opened) -> None:
+    """The writer caches static fields only after a commit."""
+    batches = scenario_batches()
+    shard = await opened(FaultyShard("s0", str(tmp_path / "s0.sqlite"), fail_epoch=1))
+    with pytest.raises(StoreUnavailable, match="injected"):
+        await shard.apply(batches[:1])
+    shard.fail_epoch = 99
+    orphan = msgspec.structs.replace(batches[0], accounts=[])  # balances of accounts never committed
+    with pytest.raises(InvariantViolation, match="never created"):
+        await shard.apply([orphan])
+
+
 async def test_value_beyond_64_bits_is_refused(tmp_path, opened) -> None:
     shard, batches = await opened(SqliteShard("s0", str(tmp_path / "s0.sqlite"))), scenario_batches()
     await shard.apply(batches[:1])
