@@ -26,7 +26,7 @@ import msgspec
 from aiohttp import web
 
 from sequencer import wire
-from sequencer.errors import NotLeaderError, ValidationError
+from sequencer.errors import NotLeaderError, StoreUnavailable, ValidationError
 from sequencer.hlc import Timestamp
 from sequencer.node import Placement, SequencerNode
 from sequencer.types import Intent
@@ -93,6 +93,11 @@ async def errors_middleware(request: web.Request, handler):
         return not_leader(exc)
     except ClockOffsetError as exc:
         return problem_response(400, "clock-offset", "HLC too far ahead", str(exc))
+    except StoreUnavailable as exc:
+        return problem_response(
+            503, "store-unavailable", "Store unavailable", f"{exc}; other shards still answer at the last W",
+            headers={"Retry-After": "1"},
+        )
     except web.HTTPException as exc:
         if exc.status >= 400:
             return problem_response(exc.status, "http", exc.reason, exc.text or exc.reason)
