@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check every invariant against a running cluster's stores")
     _config_arg(verify)
+
+    from sequencer.bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="measure throughput and latency; compare with PostgreSQL baselines")
+    add_bench_arguments(bench)
     return parser
 
 
@@ -70,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             from sequencer.demo import verify_cluster_cli
 
             return asyncio.run(verify_cluster_cli(args.config))
+        if args.command == "bench":
+            from sequencer.bench import normalize, run_bench
+
+            return asyncio.run(run_bench(normalize(args)))
     except (ConfigError, OrdoError) as exc:
         print(f"ordo: {exc}", file=sys.stderr)
         return 2
