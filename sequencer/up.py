@@ -51,19 +51,23 @@ class Servers:
         stores = {s["store"] for s in topology["directory"]["shards"].values()}
         servers = cls()
         try:
+            # Cassandra boots slowly: launch it first and start PostgreSQL meanwhile.
+            if "cassandra" in stores:
+                servers.cassandra = CassandraServer.start(wait=False)
             if "postgres" in stores:
                 servers.postgres = PostgresServer.start()
-            if "cassandra" in stores:
-                servers.cassandra = CassandraServer.start()
+            if servers.cassandra is not None:
+                servers.cassandra.wait_ready()
         except BaseException:
-            servers.stop()
+            servers.close()
             raise
         return servers
 
-    def stop(self) -> None:
+    def close(self) -> None:
+        """Stop the servers and remove their temporary directories."""
         for server in (self.cassandra, self.postgres):
             if server is not None:
-                server.stop()
+                server.close()
 
 
 def load_topology(path: Path) -> dict:
@@ -121,7 +125,7 @@ def run_up(config_path: Path) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-        servers.stop()
+        servers.close()
 
 
 # ------------------------------------------------------------- settlement
@@ -306,4 +310,4 @@ async def multi_store_demo(args: argparse.Namespace, seed: int) -> int:
         return _report_checks(checks)
     finally:
         cluster.stop()
-        servers.stop()
+        servers.close()

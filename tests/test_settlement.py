@@ -134,12 +134,14 @@ async def test_store_outages_lose_and_duplicate_nothing(dvp_cluster, postgres_se
             await asyncio.sleep(1.0)
             w_before = (await client.get("/healthz"))[1]["watermark"]
             await asyncio.to_thread(server.stop)
-            await asyncio.sleep(2.0)
-            status, body = await client.get(f"/v1/accounts/{live}")
-            assert status == 200 and body["watermark"] >= w_before - 1, body
-            status, body = await client.get(f"/v1/accounts/{dead}")
-            assert status == 503 and body["type"].endswith("/store-unavailable"), body
-            await asyncio.to_thread(server.restart)
+            try:
+                await asyncio.sleep(2.0)
+                status, body = await client.get(f"/v1/accounts/{live}")
+                assert status == 200 and body["watermark"] >= w_before - 1, body
+                status, body = await client.get(f"/v1/accounts/{dead}")
+                assert status == 503 and body["type"].endswith("/store-unavailable"), body
+            finally:
+                await asyncio.to_thread(server.ensure_running)
         await sending
         await asyncio.sleep(0.3)
         reading.cancel()
