@@ -65,9 +65,21 @@ CACHE_KIB = 32 * 1024
 #: goes stale; at ~150 bytes an entry this caps the cache near 15 MiB, and a
 #: full cache is simply dropped and refilled.
 STATICS_CACHE_MAX = 100_000
+#: WAL pages after which a commit checkpoints them into the database file
+#: (SQLite's default is 1000, 4 MiB).  An epoch of 200 transfers dirties a
+#: few hundred pages, mostly the same hot index pages again; checkpointing
+#: every 16 MiB copies each of those once per few dozen epochs instead of
+#: once per few, which measured ~15% less CPU per apply.  The price: a WAL up
+#: to 16 MiB to replay when the file is opened after a crash.
+WAL_AUTOCHECKPOINT_PAGES = 4000
 #: The WAL is truncated back to this size after a checkpoint resets it, so a
 #: burst does not leave a large file behind.
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+#: SQLite's default page size; fixed here because the two limits above are related through it.
+PAGE_BYTES = 4096
+if WAL_AUTOCHECKPOINT_PAGES * PAGE_BYTES > JOURNAL_SIZE_LIMIT_BYTES:
+    # otherwise every checkpoint cycle would truncate the WAL and grow it again
+    raise ConfigError("sqlite: the WAL checkpoint threshold exceeds the WAL size limit")
 
 # synchronous=FULL: with WAL, SQLite fsyncs the WAL on every commit, so an
 # apply that returned survives power loss and OS crashes, not only a killed
@@ -91,15 +103,19 @@ _SCHEMA = (
         ledger INTEGER NOT NULL, code INTEGER NOT NULL, flags INTEGER NOT NULL,
         user_data INTEGER NOT NULL, created_epoch INTEGER NOT NULL
     ) STRICT""",
-    # one version per account per epoch that touched it; clustered by key so
-    # "newest version <= E" is one b-tree seek
+    # One version per account per epoch that touched it.  Balances and
+    # postings are rowid tables on purpose: rows land in apply order on a few
+    # fresh pages, and only the primary key's small index entries go where
+    # the (random) account ids put them.  Clustered by account (WITHOUT
+    # ROWID) every touched account dirtied a page of 60-byte rows instead;
+    # over 1200 epochs of 200 transfers that cost ~1.6x the CPU per apply.
     """CREATE TABLE IF NOT EXISTS balances (
         account_id INTEGER NOT NULL, epoch INTEGER NOT NULL,
         debits_pending INTEGER NOT NULL, debits_posted INTEGER NOT NULL,
         credits_pending INTEGER NOT NULL, credits_posted INTEGER NOT NULL,
         seq INTEGER NOT NULL, head_hash BLOB NOT NULL,
         PRIMARY KEY (account_id, epoch)
-    ) STRICT, WITHOUT ROWID""",
+    ) STRICT""",
     """CREATE TABLE IF NOT EXISTS postings (
         account_id INTEGER NOT NULL, seq INTEGER NOT NULL, epoch INTEGER NOT NULL,
         hlc INTEGER NOT NULL, transfer_id INTEGER NOT NULL, kind TEXT NOT NULL, amount INTEGER NOT NULL,
@@ -107,7 +123,7 @@ _SCHEMA = (
         credits_pending INTEGER NOT NULL, credits_posted INTEGER NOT NULL,
         prev_hash BLOB NOT NULL, hash BLOB NOT NULL,
         PRIMARY KEY (account_id, seq)
-    ) STRICT, WITHOUT ROWID""",
+    ) STRICT""",
     # the CreateTransfer fields, then where and how it was executed
     """CREATE TABLE IF NOT EXISTS transfers (
         id INTEGER PRIMARY KEY,
@@ -256,6 +272,7 @@ class SqliteShard(ShardProxy):
     def _connect(self, query_only: bool) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        conn.execute(f"PRAGMA page_size={PAGE_BYTES}")  # only takes effect on a new file
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             conn.close()
@@ -263,6 +280,7 @@ class SqliteShard(ShardProxy):
         conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
         conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT_BYTES}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
         if query_only:
             conn.execute("PRAGMA query_only=1")
         return conn
