@@ -23,7 +23,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
@@ -156,6 +156,27 @@ class LogFeed:
             await self.session.close()
 
 
+@dataclass
+class StageTimes:
+    """Seconds spent per stage since start, logged every `REPORT_S` (where the time goes)."""
+
+    preload_s: float = 0.0
+    execute_s: float = 0.0
+    apply_s: dict[str, float] = field(default_factory=dict)
+    applies: dict[str, int] = field(default_factory=dict)
+    epochs: int = 0
+    intents: int = 0
+
+    REPORT_S = 5.0
+
+    def line(self) -> str:
+        shards = ", ".join(
+            f"{name} {self.apply_s[name]:.2f}s/{self.applies[name]} applies" for name in sorted(self.apply_s)
+        )
+        return (f"{self.epochs} epochs, {self.intents} intents: preload {self.preload_s:.2f}s, "
+                f"execute {self.execute_s:.2f}s, apply [{shards}]")
+
+
 class Runner:
     def __init__(self, directory: Directory, node_urls: list[str], fault: FaultPlan | None = None) -> None:
         self.directory = directory
@@ -169,7 +190,8 @@ class Runner:
         self.queues: dict[str, asyncio.Queue[ShardBatch]] = {}
         self.applied: dict[str, int] = {}
         self._applied_event = asyncio.Event()
-        self.executed = 0
+        self.times = StageTimes()
+        self._reported_at = time.monotonic()
 
     # TLA+: Ordo!ExecutorRecover -- resume from the smallest applied_epoch.
     async def recover(self) -> None:
@@ -219,14 +241,22 @@ class Runner:
     async def run_epoch(self, epoch: Epoch) -> None:
         if epoch.number != self.next_epoch:
             raise InvariantViolation(f"executor expected epoch {self.next_epoch}, got {epoch.number}")
+        t0 = time.perf_counter()
         await self.preload(epoch)
+        t1 = time.perf_counter()
         effects = execute_epoch(self.state, epoch)
         self.state.apply(effects)
+        self.times.preload_s += t1 - t0
+        self.times.execute_s += time.perf_counter() - t1
+        self.times.epochs += 1
+        self.times.intents += len(epoch.intents)
+        if time.monotonic() - self._reported_at > StageTimes.REPORT_S:
+            self._reported_at = time.monotonic()
+            log.info("stages: %s", self.times.line())
         for name, batch in split(effects, self.directory).items():
             if batch.epoch > self.applied[name]:
                 await self.queues[name].put(batch)
         self.next_epoch += 1
-        self.executed += 1
 
     # -- preload ---------------------------------------------------------------
 
@@ -284,7 +314,10 @@ class Runner:
             while not queue.empty() and len(batches) < COALESCE_EPOCHS_MAX:
                 batches.append(queue.get_nowait())
             await self._fault_gate(name, batches)
+            t0 = time.perf_counter()
             await _retrying(lambda: proxy.apply(batches), what=f"apply to {name}")
+            self.times.apply_s[name] = self.times.apply_s.get(name, 0.0) + time.perf_counter() - t0
+            self.times.applies[name] = self.times.applies.get(name, 0) + 1
             self.applied[name] = batches[-1].epoch
             self._applied_event.set()
             self._applied_event = asyncio.Event()
