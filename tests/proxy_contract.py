@@ -35,6 +35,7 @@ importable without it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -397,6 +398,8 @@ class ContractTests:
         assert_dumps_equal(await shard.dump(EPOCH_ALL), await MemoryShard("s0").dump(EPOCH_ALL))
         assert await shard.load_accounts([A], EPOCH_ALL) == {}
         assert await shard.load_open_pendings(EPOCH_ALL) == []
+        assert await shard.apply([]) == 0
+        assert await shard.applied_epoch() == 0
 
     async def test_apply_advances_applied_epoch(self, shard_factory: ShardFactory) -> None:
         shard, batches = await shard_factory("s0"), scenario_batches()
@@ -426,6 +429,22 @@ class ContractTests:
         assert await shard.applied_epoch() == 5
         want = await memory_after("s0", batches)
         assert_dumps_equal(await shard.dump(EPOCH_ALL), await want.dump(EPOCH_ALL))
+
+    async def test_concurrent_applies_write_each_epoch_once(self, shard_factory: ShardFactory) -> None:
+        """A retry may overlap an apply still in flight; the guard must hold inside the write."""
+        shard, batches = await shard_factory("s0"), scenario_batches()
+        counts = await asyncio.gather(shard.apply(batches[:3]), shard.apply(batches[:3]), shard.apply(batches[:4]))
+        assert sum(counts) == 4, f"epochs written per call: {counts}"
+        assert await shard.applied_epoch() == 4
+        want = await memory_after("s0", batches[:4])
+        assert_dumps_equal(await shard.dump(EPOCH_ALL), await want.dump(EPOCH_ALL))
+
+    async def test_snapshot_at_an_epoch_never_changes(self, shard_factory: ShardFactory) -> None:
+        shard, batches = await shard_factory("s0"), scenario_batches()
+        await shard.apply(batches[:3])
+        before = await shard.dump(3)
+        await shard.apply(batches[3:])
+        assert_dumps_equal(await shard.dump(3), before)
 
     async def test_gap_raises_and_writes_nothing(self, shard_factory: ShardFactory) -> None:
         shard, batches = await shard_factory("s0"), scenario_batches()
