@@ -218,6 +218,13 @@ async def test_value_beyond_64_bits_is_refused(tmp_path, opened) -> None:
 # ------------------------------------------------------------ concurrency
 
 
+async def test_overlapping_applies_write_each_epoch_exactly_once(tmp_path, opened) -> None:
+    """Stricter than the contract: one writer thread and the guard inside BEGIN IMMEDIATE."""
+    shard, batches = await opened(SqliteShard("s0", str(tmp_path / "s0.sqlite"))), scenario_batches()
+    counts = await asyncio.gather(shard.apply(batches[:3]), shard.apply(batches[:3]), shard.apply(batches[:4]))
+    assert sorted(counts) == [0, 1, 3]
+
+
 async def test_open_reader_does_not_block_the_writer(tmp_path, opened) -> None:
     path, batches = str(tmp_path / "s0.sqlite"), scenario_batches()
     shard = await opened(SqliteShard("s0", path))
