@@ -278,7 +278,10 @@ class CassandraServer:
         if self._closed:
             return
         try:
-            self.stop()
+            if self.keep:
+                self.stop()
+            else:  # the data is about to be deleted: a clean shutdown would only flush it first
+                self.kill()
         finally:
             self._closed = True
             untrack(self)

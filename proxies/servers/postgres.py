@@ -178,7 +178,10 @@ class PostgresServer:
         if self._closed:
             return
         try:
-            self.stop()
+            if self.keep:
+                self.stop()
+            else:  # the data is about to be deleted: a clean shutdown would only flush it first
+                self.stop("immediate")
         finally:
             self._closed = True
             untrack(self)
