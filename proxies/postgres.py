@@ -29,15 +29,15 @@ shard, where the dict model would silently overwrite: the state machine
 never does it, so it can only be a bug.
 
 Measured for one epoch of 200 transfers (400 postings, 400 balance
-versions, 200 transfer records, 200 results; 100k accounts; fsync on), on a
-shared 2-core machine, the strategies interleaved epoch by epoch, median
-per apply: this statement 26 ms; the same INSERTs as 7 pipelined statements
-29 ms, or 7 sequential ones 31 ms; COPY (binary) 36 ms; `executemany` 74 ms;
-one round trip per row ~590 ms.  On the quiet machine this statement took
-12 ms: 1 ms BEGIN+lock, 1 ms to pack the arrays, 8 ms server work, 1 ms
-COMMIT.  Packing the arrays here (`_pack`) instead of letting psycopg adapt
-lists matters as much as the statement shape: the same statement with
-psycopg's list adaptation took 34 ms (binary) and 52 ms (text).
+versions, 200 transfer records, 200 results; 100k accounts; fsync on) on a
+shared, busy 2-core machine, the strategies interleaved epoch by epoch,
+median per apply: this statement 26 ms; the same INSERTs as 7 pipelined
+statements 29 ms, or as 7 sequential ones 31 ms; COPY (binary) 36 ms;
+`executemany` 74 ms; one round trip per row ~590 ms.  With the machine
+nearly idle this statement took about 11 ms: 0.3 ms BEGIN and lock, 1 ms to
+pack the arrays, 8 ms of server work, 1 ms COMMIT.  Packing the arrays here
+(`_pack`) matters as much as the statement's shape: the same statement with
+psycopg's own list adaptation took 34 ms (binary) and 52 ms (text).
 
 Reads.  Every read takes `at_epoch` and sees the newest balance version at or
 below it, found per id by a backward primary-key scan (LATERAL ... LIMIT 1),
@@ -65,6 +65,7 @@ import asyncio
 import functools
 import re
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
@@ -256,10 +257,7 @@ def _unnest(prefix: str, fields: Sequence[str]) -> str:
 
 
 def _insert(table: str, prefix: str, fields: Sequence[str], columns: Sequence[str] | None = None) -> str:
-    return (
-        f"INSERT INTO {{s}}.{table} ({', '.join(columns or fields)})\n"
-        f"    SELECT * FROM {_unnest(prefix, fields)}\n    RETURNING 1"
-    )
+    return f"INSERT INTO {{s}}.{table} ({', '.join(columns or fields)})\n    SELECT * FROM {_unnest(prefix, fields)}"
 
 
 _BALANCE_COLUMNS = ("account_id", "epoch", *_ACCOUNT_FIELDS[6:12])
@@ -282,7 +280,8 @@ _INSERT_BALANCES = f"""INSERT INTO {{s}}.balances ({', '.join(_BALANCE_COLUMNS)}
 # One statement writes every table of every batch, and moves `applied_epoch`.
 # Each CTE inserts the rows of one table from parallel arrays (one binary
 # array parameter per column, one element per row).  PostgreSQL runs every
-# data-modifying CTE exactly once, whether or not the final SELECT reads it.
+# data-modifying CTE exactly once, whether or not the final SELECT reads it;
+# only the two counts `apply` checks are returned.
 _WRITE = f"""WITH
 new_accounts AS ({_insert("accounts", "a", _STATIC_FIELDS)}),
 new_balances AS ({_INSERT_BALANCES}),
@@ -586,6 +585,7 @@ class PostgresShard(ShardProxy):
         #: first checks that the server answers, then starts a fresh pool.
         self._suspect = False
         self._renewing = asyncio.Lock()
+        self._probe_failed: tuple[float, StoreUnavailable] | None = None  # (when, what it said)
         self._retired: set[asyncio.Task] = set()
 
     def __repr__(self) -> str:
@@ -679,6 +679,23 @@ class PostgresShard(ShardProxy):
             raise self._unavailable(what, exc) from exc
         await conn.close()
 
+    async def _probe_shared(self, what: str, waiting_since: float) -> None:
+        """`_probe`, except that callers queued behind a failed probe share its failure.
+
+        Without that, on a network that drops packets silently, N queued
+        callers would each wait out connect_timeout_s in turn.
+        """
+        failed = self._probe_failed
+        if failed is not None and failed[0] >= waiting_since:
+            cause = str(failed[1]).split(" failed: ", 1)[-1]
+            raise StoreUnavailable(f"postgres shard {self.name} (schema {self.schema}): {what} failed: {cause}")
+        try:
+            await self._probe(what)
+        except StoreUnavailable as exc:
+            self._probe_failed = (time.monotonic(), exc)
+            raise
+        self._probe_failed = None
+
     async def _usable_pool(self, what: str) -> psycopg_pool.AsyncConnectionPool:
         """The pool, renewed first if the last call found the server gone.
 
@@ -690,9 +707,10 @@ class PostgresShard(ShardProxy):
         if self._pool is None:
             raise StoreUnavailable(f"postgres shard {self.name}: {what} before open() (or after close())")
         if self._suspect:
+            waiting_since = time.monotonic()
             async with self._renewing:
                 if self._suspect and self._pool is not None:
-                    await self._probe(what)
+                    await self._probe_shared(what, waiting_since)
                     old, self._pool = self._pool, self._new_pool()
                     await self._pool.open(wait=False)
                     self._suspect = False

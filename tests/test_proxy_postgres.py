@@ -389,6 +389,21 @@ async def test_restart_while_idle_is_invisible_to_the_next_call(make_shard, post
     assert await shard.apply(batches[1:]) == len(batches) - 1  # the dead pooled connection is retried once, fresh
 
 
+async def test_silent_server_is_unavailable_after_connect_timeout() -> None:
+    """A port that accepts TCP connections but never says a word: libpq's connect_timeout ends the wait."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel completes handshakes; nobody ever reads
+        port = silent.getsockname()[1]
+        shard = PostgresShard("s0", f"host=127.0.0.1 port={port} dbname=x user=x", connect_timeout_s=2)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="open failed.*timeout"):
+            await shard.open()
+        assert time.monotonic() - started < OUTAGE_REPORT_S_MAX
+
+
 async def test_unanswered_call_gives_up_after_call_timeout(make_shard) -> None:
     """A server that accepts but never answers: only the client-side bound ends the call."""
     shard = await make_shard("s0", call_timeout_s=1.0, statement_timeout_ms=0)
