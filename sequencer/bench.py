@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
 import os
 import platform
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -73,6 +75,8 @@ TICK_S = 0.5
 #: Points of each latency CDF stored in results.json (the plot uses all samples).
 CDF_POINTS = 200
 FUNDING_AMOUNT = 1_000_000
+#: Groups fingerprinted per run in results.json, to show every system got the same transfers.
+TAPE_DIGEST_GROUPS = 1000
 
 TARGET_E2E_TPS = 50_000
 TARGET_SEQUENCER_IPS = 100_000
@@ -149,6 +153,13 @@ class GroupTape:
 
     def cursor(self, start: int = 0) -> TapeCursor:
         return TapeCursor(self, start)
+
+    def digest(self, start: int, groups: int = TAPE_DIGEST_GROUPS) -> str:
+        """A fingerprint of the transfers from `start` on: equal digests, equal transfers."""
+        h = hashlib.sha256()
+        for i in range(start, start + groups):
+            h.update(json.dumps(self.group(i), sort_keys=True).encode())
+        return h.hexdigest()[:16]
 
 
 class TapeCursor:
@@ -232,6 +243,8 @@ class Recorder:
     stages_ms: dict[str, list[float]] = field(default_factory=lambda: {
         "api_to_stamp": [], "stamp_to_commit": [], "api_to_commit": [], "commit_to_applied": []})
     timeline: list[tuple[float, int]] = field(default_factory=list)
+    epochs: int | None = None  # committed during the window (ordo only)
+    applied_epochs: int | None = None  # by which W advanced during the window
 
     def record(self, t0: float, t1: float, codes: list[str]) -> None:
         self.events_total += len(codes)
@@ -264,6 +277,10 @@ class Recorder:
             "results": dict(self.results.most_common()),
             "retries": dict(self.retries),
             "dropped": self.dropped,
+            **({"epochs_per_s": round(self.epochs / self.window.seconds, 1),
+                "applied_epochs_per_s": round(self.applied_epochs / self.window.seconds, 1),
+                "intents_per_epoch": round(self.events / self.epochs, 1) if self.epochs else None}
+               if self.epochs is not None else {}),
             "timeline": [[round(t, 2), n] for t, n in self.timeline],
         }
 
@@ -454,8 +471,15 @@ class OrdoSender:
             await self._sampled(batch)
             return
         t0 = scheduled if scheduled is not None else time.monotonic()
+        wall0 = time.time() * 1000 - (time.monotonic() - t0) * 1000
         reply = await self.client.create_transfers(batch, ack=self.ack)
-        self.rec.record(t0, time.monotonic(), [r["result"] for r in reply["results"]])
+        t1 = time.monotonic()
+        self.rec.record(t0, t1, [r["result"] for r in reply["results"]])
+        if self.ack == "committed" and self.rec.window.counts(t1):  # every reply carries its stamp
+            wall1, stamp = time.time() * 1000, hlc_ms(reply["hlc"])
+            self.rec.stages_ms["api_to_stamp"].append(max(0.0, stamp - wall0))
+            self.rec.stages_ms["stamp_to_commit"].append(max(0.0, wall1 - stamp))
+            self.rec.stages_ms["api_to_commit"].append((t1 - t0) * 1000)
 
     async def _sampled(self, batch: list[dict]) -> None:
         """`ack=committed`, then a read at the reply's HLC: API -> stamp -> commit -> applied."""
@@ -603,9 +627,12 @@ async def setup_accounts(client: OrdoClient, accounts: list[dict], funding: list
     await asyncio.gather(*(send("transfers", b) for b in funding))
 
 
+Probe = Callable[[], Awaitable[dict | None]]
+
+
 async def measured(rec: Recorder, meter: CpuMeter | None, body: Awaitable[None], label: str, quiet: bool,
-                   profiler: Profiler | None = None) -> dict[str, float]:
-    """Run `body` under the live view; CPU (and the profile) cover exactly the measured window."""
+                   profiler: Profiler | None = None, probe: Probe | None = None) -> dict[str, float]:
+    """Run `body` under the live view; CPU, the profile and the log probe cover exactly the measured window."""
     cpu: dict[str, float] = {}
 
     async def meter_window() -> None:
@@ -614,9 +641,14 @@ async def measured(rec: Recorder, meter: CpuMeter | None, body: Awaitable[None],
             profiler.start(rec.window.seconds)
         if meter is not None:
             meter.start()
+        before = await probe() if probe else None
         await asyncio.sleep(max(0.0, rec.window.end - time.monotonic()))
         if meter is not None:
             cpu.update(meter.stop())
+        after = await probe() if probe else None
+        if before and after:
+            rec.epochs = after["last_epoch"] - before["last_epoch"]
+            rec.applied_epochs = after["watermark"] - before["watermark"]
 
     metering = asyncio.create_task(meter_window())
     async with LiveView(label, rec, quiet):
@@ -686,7 +718,8 @@ def top_functions(collapsed: str, limit: int = 20) -> dict:
             continue
         n = int(count)
         samples += n
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        # "func (path/file.py:line)" -> "func (path/file.py)": one row per function, not per line.
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";") if not f.startswith(("process ", "thread "))]
         if frames:
             own[frames[-1]] += n
         for frame in set(frames):
@@ -706,7 +739,7 @@ def _mix(args: argparse.Namespace, zipf: float) -> Mix:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, seed: int, out: Path) -> None:
+    def __init__(self, args: argparse.Namespace, seed: int, out: Path, pg=None) -> None:
         self.args = args
         self.seed = seed
         self.out = out
@@ -715,7 +748,8 @@ class Bench:
         self.runs: list[dict] = []
         self.notes: list[str] = []
         self.profile: dict = {}
-        self.pg = None
+        self.pg = pg  # a running PostgresServer (the tests' fixture), or None: started here if needed
+        self._own_pg = False
         self.latencies: dict[str, list[float]] = {}  # run label -> samples, for the CDF plot
         setup = BenchWorkload(seed, args.accounts, Mix(), args.shards)
         self.accounts = setup.accounts_list()  # the bank first, then every account with its seeded flags
@@ -726,7 +760,7 @@ class Bench:
 
     async def run(self) -> None:
         needs_pg = self.args.stores == "postgres" or bool(self.phases & {"monolith", "xa"})
-        if needs_pg:
+        if needs_pg and self.pg is None:
             self._start_pg()
         try:
             for index, zipf in enumerate(self.zipfs):
@@ -739,12 +773,13 @@ class Bench:
                     if system in self.phases and self.pg is not None:
                         await self.run_baseline(system, zipf, tape)
         finally:
-            if self.pg is not None:
+            if self._own_pg:
                 self.pg.close()
 
     def _start_pg(self) -> None:
         try:
             self.pg = start_postgres()
+            self._own_pg = True
         except Exception as exc:  # no server binaries: the baselines cannot run; ordo on SQLite still can
             if self.args.stores == "postgres":
                 raise
@@ -780,13 +815,14 @@ class Bench:
         sender = OrdoSender(client, cursor, a.batch, rec)
         profiler = Profiler(cluster.pids(leader), self.out) if profile else None
         retries0 = client.stats.retries
+        tape = {"tape_start": cursor.index, "tape_digest": cursor.tape.digest(cursor.index)}
         cpu = await measured(rec, cluster.cpu_meter(leader), closed_loop([sender.step] * a.clients, rec),
-                             f"ordo closed zipf={zipf}", a.quiet, profiler)
+                             f"ordo closed zipf={zipf}", a.quiet, profiler, lambda: client.health(leader))
         if profiler is not None:
             self.profile = profiler.finish()
         rec.retries["client"] = client.stats.retries - retries0
         self.runs.append(_run_summary("ordo", "closed", zipf, rec, cpu, clients=a.clients, batch=a.batch,
-                                      stores=self._stores(), ack="applied"))
+                                      stores=self._stores(), ack="applied", **tape))
         self.latencies[f"ordo closed (zipf {zipf})"] = rec.latencies_ms
 
     async def _ordo_open(self, client, cluster, leader, zipf, cursor) -> None:
@@ -800,7 +836,8 @@ class Bench:
         rec = Recorder(self._window())
         sender = OrdoSender(client, cursor, a.open_batch, rec)
         body = open_loop(sender.step, rate / per_batch, rec, self.seed)
-        cpu = await measured(rec, cluster.cpu_meter(leader), body, f"ordo open {rate:,.0f}/s", a.quiet)
+        cpu = await measured(rec, cluster.cpu_meter(leader), body, f"ordo open {rate:,.0f}/s", a.quiet,
+                             probe=lambda: client.health(leader))
         self.runs.append(_run_summary("ordo", "open", zipf, rec, cpu, offered_tps=round(rate, 1),
                                       batch=a.open_batch, half_peak=a.rate is None, stores=self._stores(),
                                       ack="applied"))
@@ -814,7 +851,7 @@ class Bench:
         rec = Recorder(self._window())
         sender = OrdoSender(client, cursor, a.batch, rec, ack="committed", sample_stages=False)
         cpu = await measured(rec, cluster.cpu_meter(leader), closed_loop([sender.step] * a.clients, rec),
-                             "ordo sequencer only", a.quiet)
+                             "ordo sequencer only", a.quiet, probe=lambda: client.health(leader))
         summary = _run_summary("ordo", "sequencer_only", zipf, rec, cpu, clients=a.clients, batch=a.batch,
                                ack="committed")
         summary["intents_per_s"] = summary["throughput_tps"]
@@ -842,9 +879,10 @@ class Bench:
         finally:
             for conn in conns:
                 await conn.close()
-        extra = {}
+        extra = {"tape_start": 0, "tape_digest": tape.digest(0)}
         if system == "xa":
-            extra = {"two_phase_commits": sum(c.prepared for c in conns), "one_phase_commits": sum(c.one_phase for c in conns)}
+            extra |= {"two_phase_commits": sum(c.prepared for c in conns),
+                      "one_phase_commits": sum(c.one_phase for c in conns)}
         self.runs.append(_run_summary(system, "closed", zipf, rec, cpu, clients=a.baseline_clients, **extra))
         self.latencies[f"{system} (zipf {zipf})"] = rec.latencies_ms
 
@@ -977,7 +1015,8 @@ def write_plots(report: dict, latencies: dict[str, list[float]], out: Path) -> d
     ax.set_title("throughput vs skew (closed loop)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out / "throughput_vs_zipf.png", dpi=120)
     plt.close(fig)
@@ -994,7 +1033,8 @@ def write_plots(report: dict, latencies: dict[str, list[float]], out: Path) -> d
     ax.set_ylabel("fraction acknowledged")
     ax.set_title("latency CDF")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize="small")
+    if ax.lines:
+        ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
@@ -1016,7 +1056,8 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-async def run_bench(args: argparse.Namespace) -> int:
+async def run_bench(args: argparse.Namespace, pg=None) -> int:
+    """`ordo bench`; `pg` is a running PostgresServer to use instead of starting one."""
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     out = Path(args.out) if args.out else Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -1025,7 +1066,7 @@ async def run_bench(args: argparse.Namespace) -> int:
     console.print(f"[bold]ordo bench[/] seed={seed} stores={args.stores} accounts={args.accounts:,} "
                   f"zipf={args.zipf} sweep={args.sweep_zipf} clients={args.clients} batch={args.batch} "
                   f"duration={args.duration}s -> {out}  (reproduce with --seed {seed})")
-    bench = Bench(args, seed, out)
+    bench = Bench(args, seed, out, pg)
     await bench.run()
     ratio = ratios(bench.runs)
     report = {
