@@ -595,6 +595,14 @@ class BenchCluster:
                 out[f"node{node_id}-leader"] = proc.pid
         return out
 
+    def executor_log_tail(self, marker: str = "stages:", lines: int = 2) -> list[str]:
+        """The executor's own stage timings (cumulative, every 5 s), as it logged them."""
+        if self.local is None:
+            return []
+        path = self.local.logs / "executor0.log"
+        found = [line.strip() for line in path.read_text(errors="replace").splitlines() if marker in line]
+        return found[-lines:]
+
     def kill_executor(self) -> bool:
         if self.local is None:
             return False
@@ -822,7 +830,8 @@ class Bench:
             self.profile = profiler.finish()
         rec.retries["client"] = client.stats.retries - retries0
         self.runs.append(_run_summary("ordo", "closed", zipf, rec, cpu, clients=a.clients, batch=a.batch,
-                                      stores=self._stores(), ack="applied", **tape))
+                                      stores=self._stores(), ack="applied", **tape,
+                                      executor_log=cluster.executor_log_tail()))
         self.latencies[f"ordo closed (zipf {zipf})"] = rec.latencies_ms
 
     async def _ordo_open(self, client, cluster, leader, zipf, cursor) -> None:
@@ -1097,8 +1106,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stores", choices=("sqlite", "postgres"), default="sqlite",
                    help="shards of the cluster the bench starts: embedded SQLite (default) or PostgreSQL")
     p.add_argument("--shards", type=int, default=2, help="shards of the cluster the bench starts (default 2)")
-    p.add_argument("--clients", type=int, default=32, help="closed loop: concurrent clients (default 32)")
-    p.add_argument("--batch", type=int, default=100, help=f"transfers per request (default 100, max {BATCH_EVENTS_MAX})")
+    p.add_argument("--clients", type=int, default=64, help="closed loop: concurrent clients (default 64)")
+    p.add_argument("--batch", type=int, default=BATCH_EVENTS_MAX,
+                   help=f"transfers per request (default and max {BATCH_EVENTS_MAX})")
     p.add_argument("--rate", type=float, default=None,
                    help="open loop: offered transfers/s (default: half the closed-loop peak)")
     p.add_argument("--open-batch", type=int, default=10, help="open loop: transfers per request (default 10)")
@@ -1116,7 +1126,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--failing", type=float, default=0.05, help="share of transfers that must fail (default 0.05)")
     p.add_argument("--phases", default="closed,open,sequencer,monolith,xa",
                    help="runs to do (default closed,open,sequencer,monolith,xa)")
-    p.add_argument("--baseline-clients", type=int, default=None, help="baselines' concurrent clients (default --clients)")
+    p.add_argument("--baseline-clients", type=int, default=32,
+                   help="baselines' concurrent clients, one transaction each (default 32)")
     p.add_argument("--prefill", type=int, default=50_000, help="transfers drawn before the first run (default 50000)")
     p.add_argument("--profile", action="store_true", help="py-spy the leader and the executor during the main run")
     p.add_argument("--out", default=None, help="results directory (default results/<timestamp>/)")
@@ -1125,8 +1136,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def normalize(args: argparse.Namespace) -> argparse.Namespace:
-    if args.baseline_clients is None:
-        args.baseline_clients = args.clients
     args.batch = max(1, min(args.batch, BATCH_EVENTS_MAX))
     args.open_batch = max(1, min(args.open_batch, BATCH_EVENTS_MAX))
     return args
