@@ -361,7 +361,7 @@ class LiveView:
         self.label = label
         self.rec = rec
         self.quiet = quiet
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=12), TimeElapsedColumn(),
                                  TextColumn("{task.fields[stats]}"), console=console, transient=False,
                                  disable=quiet)
         self._task = None
@@ -393,10 +393,10 @@ class LiveView:
         rec = self.rec
         lat = rec.latencies_ms[-2000:]
         p99 = percentiles(lat)["p99"] if lat else None
-        phase = "warm-up" if now < rec.window.start else "measuring"
-        stats = (f"{phase}  {done:>9,} transfers  " + (f"{rate:>8,.0f}/s  " if rate is not None else "")
-                 + (f"p99 {p99:6.1f} ms  " if p99 is not None else "") + f"in flight {rec.inflight}"
-                 + (f"  retries {sum(rec.retries.values()):,}" if rec.retries else ""))
+        phase = "warm" if now < rec.window.start else "meas"
+        stats = (f"{phase} {done:>8,} tx " + (f"{rate:>7,.0f}/s " if rate is not None else "")
+                 + (f"p99 {p99:,.0f}ms " if p99 is not None else "") + f"fly {rec.inflight}"
+                 + (f" retry {sum(rec.retries.values()):,}" if rec.retries else ""))
         self.progress.update(self._task, completed=min(now, rec.window.end) - rec.window.begin, stats=stats)
 
 
@@ -715,7 +715,7 @@ class Profiler:
         return report
 
 
-def top_functions(collapsed: str, limit: int = 20) -> dict:
+def top_functions(collapsed: str, limit: int = 40) -> dict:
     """Self and inclusive shares per function from py-spy's collapsed stacks ("f1;f2;f3 count")."""
     own: Counter = Counter()
     total: Counter = Counter()
@@ -953,7 +953,7 @@ def targets(runs: list[dict], ratio: dict, stores: str) -> list[dict]:
     rows.append(_target("throughput, uniform to zipf 1.2", f"within {TARGET_SKEW_SPREAD:.0%}", spread,
                         spread <= TARGET_SKEW_SPREAD if spread is not None else None,
                         f"{uniform['throughput_tps']:,.0f} -> {hot['throughput_tps']:,.0f}/s "
-                        f"(worst point {spread:+.0%} below uniform)".replace("+-", "+") if spread is not None else None))
+                        f"(worst point {spread:.0%} below uniform)" if spread is not None else None))
     open_run = find("ordo", "open")
     p99 = open_run["latency_ms"]["p99"] if open_run else None
     label = "at half peak" if open_run and open_run.get("half_peak") else "at --rate"
