@@ -23,7 +23,7 @@ from sequencer.workload import Mix
 
 SEED = int(os.environ.get("ORDO_SEED", random.randrange(1, 10**6)))
 
-SMALL = ["--accounts", "200", "--clients", "4", "--batch", "20", "--open-batch", "5", "--duration", "2",
+SMALL = ["--accounts", "200", "--clients", "4", "--batch", "20", "--open-batch", "5", "--duration", "1.5",
          "--warmup", "0.5", "--prefill", "2000", "--quiet"]
 
 
