@@ -33,6 +33,8 @@ MCAccounts == {"alice", "equity", "bob", "euro"}
 StoreOf == [s \in MCShards |-> IF s = "s1" THEN "sqlite" ELSE "postgres"]
 
 MCShardOf  == [a \in MCAccounts |-> IF a \in {"alice", "equity"} THEN "s1" ELSE "s2"]
+\* Transfer records are routed by id: odd ids to s1, even ids to s2.
+MCXferShard == [id \in 1..4 |-> IF id % 2 = 1 THEN "s1" ELSE "s2"]
 MCLedgerOf == [a \in MCAccounts |-> IF a = "euro" THEN 2 ELSE 1]
 MCDebitsMustNotExceedCredits == {"alice", "bob"}
 MCCreditsMustNotExceedDebits == {"equity"}
