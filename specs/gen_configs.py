@@ -1,4 +1,4 @@
-"""Write the TLC configs in specs/ and specs/mutants/ from one table.
+"""Write the TLC configs in specs/, specs/mutants/ and specs/reachable/.
 
 The configs are committed; this script keeps them consistent (every mutant
 is its model with exactly one mechanism switched off).  After editing the
@@ -12,7 +12,8 @@ the suite.
 
 Header lines that tests/test_specs.py reads:
     \\* MODULE: <root module>          which .tla TLC checks
-    \\* EXPECT: <invariant|property>   a mutant: TLC must find this violated
+    \\* EXPECT: <invariant|property>   mutants and reachability checks: TLC
+                                      must find this violated
     \\* TLCFLAGS: <options>            extra TLC options
 """
 
@@ -224,18 +225,35 @@ and the lagging one never does.  Deadlock checking is off (-deadlock) so
 that TLC reports the liveness property it breaks."""),
 ]
 
+# (model, Never* predicate of MCOrdoReach.tla that TLC must refute).
+ORDO_REACHABLE = [
+    ("Ordo", "NeverRefused"),
+    ("Ordo", "NeverDuplicateEpochs"),
+    ("Ordo", "NeverChainSucceeds"),
+    ("Ordo", "NeverChainRollsBack"),
+    ("Ordo", "NeverShardsTwoApart"),
+    ("Ordo", "NeverReplaySkipped"),
+    ("Ordo", "NeverAckAfterLeaderChange"),
+    ("Ordo", "NeverDone"),
+    ("OrdoCalvin", "NeverShardsTwoApart"),
+    ("OrdoRaft", "NeverRefused"),
+]
+
 #: Mutants that need a leader change to fail; the others run without one,
 #: so TLC finds their counterexample sooner.
 ORDO_NEEDS_LEADER_CHANGE = {"Ordo_AckOnAppend", "Ordo_AcceptStaleHLC"}
 
 
 def ordo_cfg(base: str, off: str | None = None, expect: str | None = None, why: str = "",
-             knobs: dict | None = None) -> str:
+             knobs: dict | None = None, reach: str | None = None) -> str:
     m = ORDO_MODELS[base]
     knobs = knobs or {}
     live = m["spec"] == "FairSpec"
-    lines = ["\\* MODULE: MCOrdo"]
-    if off:
+    lines = ["\\* MODULE: " + ("MCOrdoReach" if reach else "MCOrdo")]
+    if reach:
+        lines.append(f"\\* EXPECT: {reach}")
+        lines.append(f"\\* Reachability in {base}.cfg: TLC must find a state where {reach} is false.")
+    elif off:
         lines.append(f"\\* EXPECT: {expect}")
         if live:
             lines.append("\\* TLCFLAGS: -deadlock")
@@ -255,7 +273,9 @@ def ordo_cfg(base: str, off: str | None = None, expect: str | None = None, why: 
     ]
     lines += [f"    {k} = {v}" for k, v in {**m["knobs"], **knobs}.items()]
     lines += [f"    {s} = {'FALSE' if s == off else 'TRUE'}" for s in ORDO_SWITCHES]
-    if off and live:
+    if reach:
+        lines += ["INVARIANTS", f"    {reach}"]
+    elif off and live:
         lines += ["INVARIANTS", "    TypeOK", "PROPERTIES", f"    {expect}"]
     elif off:
         lines += ["INVARIANTS", f"    {expect}"]
@@ -279,12 +299,14 @@ def configs() -> dict[pathlib.Path, str]:
         if base == "Ordo" and name not in ORDO_NEEDS_LEADER_CHANGE:
             knobs = {"MaxLeaderChanges": 0}
         out[SPECS / "mutants" / f"{name}.cfg"] = ordo_cfg(base, off, expect, why, knobs)
+    for base, never in ORDO_REACHABLE:
+        out[SPECS / "reachable" / f"{base}_{never}.cfg"] = ordo_cfg(base, reach=never)
     return out
 
 
 def main(argv: list[str]) -> int:
     wanted = configs()
-    present = set(SPECS.glob("*.cfg")) | set((SPECS / "mutants").glob("*.cfg"))
+    present = {p for d in ("", "mutants", "reachable") for p in (SPECS / d).glob("*.cfg")}
     stale = sorted(str(p.relative_to(SPECS)) for p, text in wanted.items()
                    if not p.exists() or p.read_text() != text)
     extra = sorted(str(p.relative_to(SPECS)) for p in present - set(wanted))
@@ -294,7 +316,8 @@ def main(argv: list[str]) -> int:
         for path in extra:
             print(f"not generated: {path}")
         return 1 if stale or extra else 0
-    (SPECS / "mutants").mkdir(exist_ok=True)
+    for d in ("mutants", "reachable"):
+        (SPECS / d).mkdir(exist_ok=True)
     for path, text in wanted.items():
         path.write_text(text)
     for path in extra:

@@ -6,7 +6,11 @@ specs/mutants/*.cfg switches one protocol mechanism off and must fail: TLC
 must find a counterexample to the one invariant (or temporal property) named
 on its `\\* EXPECT:` line.  A meta-test checks that every safety invariant
 checked by the models is broken by at least one mutant (the liveness
-property AppliedEverywhere has one too).
+property AppliedEverywhere has one too).  Every config in
+specs/reachable/*.cfg checks a `Never...` predicate against an unmodified
+model and must fail too: it shows the model reaches a behaviour the
+invariants are about (a refused epoch, a rolled-back chain, a replay after a
+crash...), so they do not pass vacuously.
 
 Each config names its root module on a `\\* MODULE:` line; a
 `\\* TLCFLAGS:` line adds TLC options (the liveness mutant uses -deadlock).
@@ -35,6 +39,7 @@ import pytest
 
 SPECS_DIR = pathlib.Path(__file__).resolve().parent.parent / "specs"
 MUTANTS_DIR = SPECS_DIR / "mutants"
+REACHABLE_DIR = SPECS_DIR / "reachable"
 
 #: Wall-clock limit per TLC run.  The largest model takes about a minute on
 #: two idle cores; the limit leaves room for a busy CI machine, and a model
@@ -112,6 +117,7 @@ def _load(path: pathlib.Path) -> Config:
 
 MODELS = [_load(p) for p in sorted(SPECS_DIR.glob("*.cfg"))]
 MUTANTS = [_load(p) for p in sorted(MUTANTS_DIR.glob("*.cfg"))]
+REACHABLE = [_load(p) for p in sorted(REACHABLE_DIR.glob("*.cfg"))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,16 +213,15 @@ def test_model_passes(cfg: Config, capsys, record_property) -> None:
     assert outcome.distinct_states, "TLC reported no states"
 
 
-@pytest.mark.parametrize("cfg", MUTANTS, ids=lambda c: c.name)
-def test_mutant_is_caught(cfg: Config, capsys, record_property) -> None:
-    assert cfg.expect, f"{cfg.path}: a mutant needs an '\\* EXPECT: <name>' line"
-    # The mutant checks only the invariant or property it must break, so the
+def _check_counterexample(cfg: Config, verdict: str, capsys, record_property) -> None:
+    assert cfg.expect, f"{cfg.path}: needs an '\\* EXPECT: <name>' line"
+    # The config checks only the invariant or property that must fail, so the
     # counterexample TLC finds is one for that property and no other.
     assert (cfg.invariants + cfg.properties) in (
         (cfg.expect,), ("TypeOK", cfg.expect)
     ), f"{cfg.path}: check only TypeOK and {cfg.expect}"
     outcome = _run_tlc(cfg)
-    _report(cfg, outcome, f"caught, violates {cfg.expect}", capsys, record_property)
+    _report(cfg, outcome, verdict, capsys, record_property)
     assert outcome.returncode != 0, f"TLC found no counterexample:\n{outcome.tail()}"
     assert not outcome.deadlock, f"a deadlock, not a counterexample:\n{outcome.tail()}"
     if cfg.expect in cfg.invariants:
@@ -228,6 +233,19 @@ def test_mutant_is_caught(cfg: Config, capsys, record_property) -> None:
             f"expected temporal property {cfg.expect} to be violated:\n{outcome.tail()}"
         )
         assert not outcome.violated_invariants, outcome.tail()
+
+
+@pytest.mark.parametrize("cfg", MUTANTS, ids=lambda c: c.name)
+def test_mutant_is_caught(cfg: Config, capsys, record_property) -> None:
+    """A mechanism switched off: TLC must break the invariant it guards."""
+    _check_counterexample(cfg, f"caught, violates {cfg.expect}", capsys, record_property)
+
+
+@pytest.mark.parametrize("cfg", REACHABLE, ids=lambda c: c.name)
+def test_behaviour_is_reachable(cfg: Config, capsys, record_property) -> None:
+    """Non-vacuity: the unmodified model reaches the behaviour `cfg.expect` denies."""
+    assert cfg.expect.startswith("Never"), cfg.path
+    _check_counterexample(cfg, f"reached, refutes {cfg.expect}", capsys, record_property)
 
 
 def test_every_invariant_has_a_mutant() -> None:
@@ -244,6 +262,7 @@ def test_every_invariant_has_a_mutant() -> None:
 def test_configs_found() -> None:
     assert {c.module for c in MODELS} >= {"HLC", "MCOrdo"}
     assert len(MUTANTS) >= 10
+    assert len(REACHABLE) >= 5
 
 
 def test_configs_are_generated() -> None:
