@@ -232,6 +232,7 @@ VARIABLES
     log,          \* each replica's Raft log of entries [reqs, first, last]
     clog,         \* the committed prefix (what a majority holds)
     elog,         \* the epochs: committed entries that apply accepted
+    oracle,       \* ghost: serial execution, oracle[k+1] = state after epoch k
     appliedR,     \* committed entries each replica has applied
     hlc,          \* each replica's HLC [l, c]
     now,          \* true time; replica r's physical clock reads now + ClockOffset[r]
@@ -243,7 +244,7 @@ VARIABLES
     crashes       \* executor crashes so far
 
 clientVars == <<cst, sends>>
-seqVars    == <<queue, leader, changes, log, clog, elog, appliedR, hlc, now>>
+seqVars    == <<queue, leader, changes, log, clog, elog, oracle, appliedR, hlc, now>>
 storeVars  == <<rows, appliedEpoch, down, outages>>
 exVars     == <<ex, crashes>>
 vars == <<clientVars, seqVars, storeVars, exVars>>
@@ -257,15 +258,32 @@ ConcatPosts(rs) == IF rs = <<>> THEN <<>> ELSE Head(rs).posts \o ConcatPosts(Tai
 
 PostsUpTo(s, v) == ConcatPosts(SelectSeq(rows[s], LAMBDA r : r.e <= v))
 
-BalAt(a, v) ==
-    LET xs == PostsUpTo(ShardOf[a], v)
-    IN [dp |-> InitBal[a].dp + SeqSum([i \in DOMAIN xs |-> IF xs[i].dr = a THEN xs[i].amt ELSE 0]),
-        cp |-> InitBal[a].cp + SeqSum([i \in DOMAIN xs |-> IF xs[i].cr = a THEN xs[i].amt ELSE 0])]
+\* Balances of shard s's accounts after the postings xs (each posting counts
+\* on the side that lives on s).
+RECURSIVE FoldSide(_, _, _)
+FoldSide(bal, s, xs) ==
+    IF xs = <<>> THEN bal
+    ELSE LET t == Head(xs) IN
+         FoldSide([bal EXCEPT ![t.dr].dp = IF ShardOf[t.dr] = s THEN @ + t.amt ELSE @,
+                              ![t.cr].cp = IF ShardOf[t.cr] = s THEN @ + t.amt ELSE @],
+                  s, Tail(xs))
+
+\* Version v of shard s: balances, meaningful for AcctsOf(s).
+ShardBals(s, v) == FoldSide(InitBal, s, PostsUpTo(s, v))
+
+\* Every account's balance, each read in its shard at view[shard].
+RECURSIVE BalsFrom(_, _, _)
+BalsFrom(bal, ss, view) ==
+    IF ss = {} THEN bal
+    ELSE LET s == CHOOSE x \in ss : TRUE
+         IN BalsFrom(FoldSide(bal, s, PostsUpTo(s, view[s])), ss \ {s}, view)
+
+Bals(view) == BalsFrom(InitBal, Shards, view)
 
 RecsAt(s, v) == UNION {r.recs : r \in {q \in Range(rows[s]) : q.e <= v}}
 
 Snapshot(view) ==
-    [bal  |-> [a \in Accounts |-> BalAt(a, view[ShardOf[a]])],
+    [bal  |-> Bals(view),
      recs |-> UNION {RecsAt(s, view[s]) : s \in Shards}]
 
 \* Postings visible in a view: one per (epoch, transfer, account).
@@ -288,10 +306,9 @@ W == Min({appliedEpoch[s] : s \in Shards})
 \* node.py Watermark; the proxies' load_accounts(ids, at_epoch)).
 ReadView == IF ReadAtW THEN ConstView(W) ELSE [s \in Shards |-> appliedEpoch[s]]
 
-\* The oracle: the serial execution of the epochs, one after the other.
-RECURSIVE SerialFrom(_, _)
-SerialFrom(st, k) == IF k = 0 THEN st ELSE ExecEpoch(SerialFrom(st, k - 1), elog[k]).st
-Serial(k) == SerialFrom(InitState, k)
+\* The oracle: the serial execution of the epochs, one after the other (the
+\* ghost variable oracle is extended as each epoch is accepted).
+Serial(k) == oracle[k + 1]
 
 InLog(c, lg, upto) == \E e \in 1..upto : c \in Range(lg[e].reqs)
 
@@ -307,6 +324,7 @@ Init ==
     /\ log = [r \in Replicas |-> <<>>]
     /\ clog = <<>>
     /\ elog = <<>>
+    /\ oracle = <<InitState>>
     /\ appliedR = [r \in Replicas |-> 0]
     /\ hlc = [r \in Replicas |-> [l |-> 0, c |-> 0]]
     /\ now = 0
@@ -330,7 +348,7 @@ Submit(c) ==
     /\ queue' = Append(queue, c)
     /\ sends' = [sends EXCEPT ![c] = @ + 1]
     /\ cst' = [cst EXCEPT ![c] = "waiting"]
-    /\ UNCHANGED <<leader, changes, log, clog, elog, appliedR, hlc, now, storeVars, exVars>>
+    /\ UNCHANGED <<leader, changes, log, clog, elog, oracle, appliedR, hlc, now, storeVars, exVars>>
 
 \* api.py _submit answers once W covers the epoch that holds the request
 \* (Watermark.wait_for).  Mutant AckAtW = FALSE: answer as soon as the
@@ -364,7 +382,7 @@ CloseEpoch ==
        IN /\ log' = [log EXCEPT ![leader] = Append(@, [reqs |-> batch, first |-> first, last |-> last])]
           /\ queue' = SubSeq(queue, n + 1, Len(queue))
           /\ hlc' = [hlc EXCEPT ![leader] = last]
-    /\ UNCHANGED <<clientVars, leader, changes, clog, elog, appliedR, now, storeVars, exVars>>
+    /\ UNCHANGED <<clientVars, leader, changes, clog, elog, oracle, appliedR, now, storeVars, exVars>>
 
 CommonPrefixLen(a, b) ==
     Max({i \in 0..Min2(Len(a), Len(b)) : SubSeq(a, 1, i) = SubSeq(b, 1, i)})
@@ -376,7 +394,7 @@ Replicate(f) ==
     /\ log[f] # log[leader]
     /\ LET p == CommonPrefixLen(log[f], log[leader])
        IN log' = [log EXCEPT ![f] = SubSeq(log[leader], 1, Min2(p + 1, Len(log[leader])))]
-    /\ UNCHANGED <<clientVars, queue, leader, changes, clog, elog, appliedR, hlc, now,
+    /\ UNCHANGED <<clientVars, queue, leader, changes, clog, elog, oracle, appliedR, hlc, now,
                    storeVars, exVars>>
 
 \* apply_epoch on one replica: an entry stamped at or below the last epoch is
@@ -395,10 +413,11 @@ CommitEpoch ==
     /\ appliedR[leader] = Len(clog)
     /\ \E Q \in Quorums : leader \in Q /\ \A r \in Q : IsPrefix(SubSeq(log[leader], 1, k), log[r])
     /\ clog' = Append(clog, entry)
-    /\ elog' = IF Accepts(entry)
-               THEN Append(elog, [reqs |-> entry.reqs, first |-> entry.first,
-                                  last |-> entry.last, at |-> k])
-               ELSE elog
+    /\ IF Accepts(entry)
+       THEN /\ elog' = Append(elog, [reqs |-> entry.reqs, first |-> entry.first,
+                                     last |-> entry.last, at |-> k])
+            /\ oracle' = Append(oracle, ExecEpoch(oracle[Len(oracle)], entry).st)
+       ELSE UNCHANGED <<elog, oracle>>
     /\ appliedR' = [appliedR EXCEPT ![leader] = k]
     /\ hlc' = [hlc EXCEPT ![leader] = AppliedHLC(@, entry, Accepts(entry))]
     /\ UNCHANGED <<clientVars, queue, leader, changes, log, now, storeVars, exVars>>
@@ -414,7 +433,7 @@ ApplyEpoch(r) ==
     /\ log[r][k] = clog[k]
     /\ appliedR' = [appliedR EXCEPT ![r] = k]
     /\ hlc' = [hlc EXCEPT ![r] = AppliedHLC(@, clog[k], AcceptedAt(k))]
-    /\ UNCHANGED <<clientVars, queue, leader, changes, log, clog, elog, now, storeVars, exVars>>
+    /\ UNCHANGED <<clientVars, queue, leader, changes, log, clog, elog, oracle, now, storeVars, exVars>>
 
 \* Raft elects a replica holding every committed entry.  The old leader's
 \* queue is in memory and is lost; its clients time out and retry.
@@ -425,13 +444,13 @@ LeaderChange(r) ==
     /\ leader' = r
     /\ changes' = changes + 1
     /\ queue' = <<>>
-    /\ UNCHANGED <<clientVars, log, clog, elog, appliedR, hlc, now, storeVars, exVars>>
+    /\ UNCHANGED <<clientVars, log, clog, elog, oracle, appliedR, hlc, now, storeVars, exVars>>
 
 \* Time passes.  The clocks keep their skew (HLC.tla lets them drift).
 Tick ==
     /\ now < MaxTime
     /\ now' = now + 1
-    /\ UNCHANGED <<clientVars, queue, leader, changes, log, clog, elog, appliedR, hlc,
+    /\ UNCHANGED <<clientVars, queue, leader, changes, log, clog, elog, oracle, appliedR, hlc,
                    storeVars, exVars>>
 
 -----------------------------------------------------------------------------
@@ -602,7 +621,7 @@ TypeOK ==
     /\ Len(queue) <= QueueMax
     /\ leader \in Replicas
     /\ \A r \in Replicas : Len(log[r]) <= MaxEpochs /\ appliedR[r] <= Len(clog)
-    /\ Len(elog) <= Len(clog)
+    /\ Len(elog) <= Len(clog) /\ Len(oracle) = Len(elog) + 1
     /\ \A s \in Shards : appliedEpoch[s] <= Len(elog)
     /\ crashes <= MaxCrashes /\ changes <= MaxLeaderChanges /\ outages <= MaxOutages
 
@@ -613,9 +632,10 @@ TypeOK ==
 \* changes the latest version too, and applied_epoch moves one epoch at a time.
 SerialEquivalence ==
     \A s \in Shards :
-        LET v == appliedEpoch[s]
+        LET v  == appliedEpoch[s]
             st == Serial(v)
-        IN /\ \A a \in AcctsOf(s) : BalAt(a, v) = st.bal[a]
+            b  == ShardBals(s, v)
+        IN /\ \A a \in AcctsOf(s) : b[a] = st.bal[a]
            /\ RecsAt(s, v) = {r \in st.recs : XferShard[r.t.id] = s}
 
 \* 2. Exactly once: no shard applies an epoch twice ...
@@ -638,15 +658,16 @@ ExactlyOnceNoLostAck ==
 ConservationLedger ==
     \A L \in Ledgers :
         LET acc == {a \in Accounts : LedgerOf[a] = L}
-            b   == [a \in acc |-> BalAt(a, W)]
+            b   == Bals(ConstView(W))
         IN SetSum([a \in acc |-> b[a].dp], acc) = SetSum([a \in acc |-> b[a].cp], acc)
 
 \* ... and no stored balance, in any version, breaks its account's flags.
 ConservationFlags ==
-    \A s \in Shards : \A v \in 0..appliedEpoch[s] : \A a \in AcctsOf(s) :
-        LET b == BalAt(a, v) IN
-        /\ a \in DebitsMustNotExceedCredits => b.dp <= b.cp
-        /\ a \in CreditsMustNotExceedDebits => b.cp <= b.dp
+    \A s \in Shards : \A v \in 0..appliedEpoch[s] :
+        LET b == ShardBals(s, v) IN
+        \A a \in AcctsOf(s) :
+            /\ a \in DebitsMustNotExceedCredits => b[a].dp <= b[a].cp
+            /\ a \in CreditsMustNotExceedDebits => b[a].cp <= b[a].dp
 
 \* 4. Atomic visibility: a read sees the state after a whole number of epochs ...
 AtomicVisibilityEpoch ==
