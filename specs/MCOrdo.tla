@@ -17,15 +17,18 @@
 (*   c1 then c2:  T1 ok; T2 ok; T3 ok (bob holds 2).                       *)
 (*   c2 then c1:  T2 ok but T3 exceeds_credits (bob holds 1), so the chain *)
 (*                rolls back: T2 linked_event_failed; then T1 ok.          *)
-(* A retry of c1 after T1 is stored gives `exists`; with dedup switched    *)
-(* off it would move alice's money a second time.                          *)
+(* Failed transfers are recorded too, so a retry of c1 after its first    *)
+(* copy was executed gets `exists` for T1 and the original ledger_mismatch *)
+(* for T4; with dedup switched off it would move alice's money again.      *)
+(* Postings live on the account's shard, transfer records on the shard of  *)
+(* their id (MCXferShard).                                                 *)
 (***************************************************************************)
 EXTENDS Ordo
 
 MCClients  == {"c1", "c2"}
 MCReplicas == {"r1", "r2"}
-\* r1's clock runs one tick ahead of the others.
 MCReplicas3 == {"r1", "r2", "r3"}
+\* r1's clock runs one tick ahead of the others.
 MCClockOffset == [r \in MCReplicas3 |-> IF r = "r1" THEN 1 ELSE 0]
 MCShards   == {"s1", "s2"}
 MCAccounts == {"alice", "equity", "bob", "euro"}

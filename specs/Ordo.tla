@@ -131,12 +131,14 @@ InitState == [bal |-> InitBal, recs |-> {}]
 
 Recorded(st, id) == {r \in st.recs : r.t.id = id}
 
+\* The checks in the order execute_epoch makes them: shape, then the id's
+\* record, then the accounts and balances.
 Decide(st, t) ==
-    CASE DedupIds /\ Recorded(st, t.id) # {} ->
+    CASE t.dr = t.cr                                         -> "accounts_must_be_different"
+      [] DedupIds /\ Recorded(st, t.id) # {} ->
              LET r == CHOOSE r \in Recorded(st, t.id) : TRUE IN
              IF r.t # t THEN "exists_with_different_fields"
              ELSE IF r.code = "ok" THEN "exists" ELSE r.code
-      [] t.dr = t.cr                                         -> "accounts_must_be_different"
       [] CheckLedger /\ LedgerOf[t.dr] # LedgerOf[t.cr]      -> "ledger_mismatch"
       [] CheckBalance /\ t.dr \in DebitsMustNotExceedCredits
                       /\ st.bal[t.dr].dp + t.amt > st.bal[t.dr].cp -> "exceeds_credits"

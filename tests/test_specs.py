@@ -41,9 +41,9 @@ SPECS_DIR = pathlib.Path(__file__).resolve().parent.parent / "specs"
 MUTANTS_DIR = SPECS_DIR / "mutants"
 REACHABLE_DIR = SPECS_DIR / "reachable"
 
-#: Wall-clock limit per TLC run.  The largest model takes about a minute on
-#: two idle cores; the limit leaves room for a busy CI machine, and a model
-#: that outgrows it fails rather than stalling the suite.
+#: Wall-clock limit per TLC run.  The largest model (Ordo.cfg) takes about
+#: half a minute on two idle cores; the limit leaves room for a busy CI
+#: machine, and a model that outgrows it fails rather than stalling the suite.
 TLC_TIMEOUT_S = float(os.environ.get("ORDO_TLC_TIMEOUT_S", "300"))
 #: TLC worker threads.  The suite is sized for two cores.
 TLC_WORKERS = max(1, min(2, os.cpu_count() or 1))
@@ -96,7 +96,8 @@ def _section(text: str, keyword: str) -> tuple[str, ...]:
             line = rest.strip()
             if not line:
                 continue
-        if current in (keyword, keyword + "S", keyword[:-1] + "IES"):
+        if current in {"INVARIANT": ("INVARIANT", "INVARIANTS"),
+                       "PROPERTY": ("PROPERTY", "PROPERTIES")}[keyword]:
             names.extend(line.split())
     return tuple(names)
 
