@@ -553,6 +553,7 @@ def random_schedule(rng: random.Random) -> Schedule:
     return run
 
 
+# TLA+: Ordo!ExecEpoch -- the model runs an epoch serially, as execute_serial does.
 def execute_epoch(state: State, epoch: Epoch, schedule: Schedule = round_robin) -> Effects:
     """Run the epoch's independent groups concurrently and merge their effects.
 

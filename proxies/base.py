@@ -90,6 +90,7 @@ class ShardProxy(abc.ABC):
     async def dump(self, at_epoch: int) -> ShardDump: ...
 
 
+# TLA+: Ordo!ShardApply -- the applied_epoch guard (GuardAppliedEpoch).
 def check_batches(applied: int, batches: Sequence[ShardBatch], shard: str) -> list[ShardBatch]:
     """The `applied_epoch` guard, shared by every proxy.
 

@@ -780,6 +780,7 @@ class PostgresShard(ShardProxy):
 
         return await self._run("read applied_epoch", read)
 
+    # TLA+: Ordo!ShardApply -- effects and applied_epoch in one transaction.
     async def apply(self, batches: Sequence[ShardBatch]) -> int:
         if not batches:
             return 0

@@ -352,6 +352,7 @@ class SqliteShard(ShardProxy):
     def _applied(conn: sqlite3.Connection) -> int:
         return conn.execute("SELECT applied_epoch FROM shard").fetchone()[0]
 
+    # TLA+: Ordo!ShardApply -- effects and applied_epoch in one transaction.
     async def apply(self, batches: Sequence[ShardBatch]) -> int:
         if not batches:
             return 0

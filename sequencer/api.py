@@ -107,6 +107,7 @@ async def errors_middleware(request: web.Request, handler):
 # ------------------------------------------------------------------ writes
 
 
+# TLA+: Ordo!Ack -- answer once W covers the epoch (AckAtW).
 async def _submit(request: web.Request, intents: list[Intent]) -> web.Response:
     node = request.app[NODE]
     ack = request.query.get("ack", "applied")

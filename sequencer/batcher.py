@@ -128,6 +128,7 @@ class EpochBatcher(Generic[T]):
         self._bytes += size_bytes
         return closed
 
+    # TLA+: Ordo!CloseEpoch -- an epoch closes on time or size.
     def poll(self, now_ms: int) -> list[T] | None:
         """Return the open epoch if `epoch_ms` have passed since it opened, else None."""
         self._advance(now_ms)

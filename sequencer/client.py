@@ -90,6 +90,7 @@ class OrdoClient:
     async def create_transfers(self, transfers: list[dict], ack: str = "applied") -> dict:
         return await self.submit("transfers", transfers, ack)
 
+    # TLA+: Ordo!Submit -- a retry re-sends the same ids.
     async def submit(self, kind: str, events: list[dict], ack: str = "applied") -> dict:
         body = msgspec.json.encode(events)
         async for attempt in AsyncRetrying(

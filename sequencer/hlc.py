@@ -112,6 +112,7 @@ class HLC:
         """The latest timestamp this clock produced or adopted."""
         return self._last
 
+    # TLA+: HLC!SendTo (send rule), Ordo!SendRule.
     def now(self) -> Timestamp:
         """Paper: "send or local event".  Returns a timestamp above `last`.
 
@@ -127,6 +128,7 @@ class HLC:
             self._last = ts
             return ts
 
+    # TLA+: HLC!Receive (receive rule; RefuseFar is _check_offset).
     def receive(self, remote: Timestamp) -> Timestamp:
         """Paper: "receive event of message m".  Returns a timestamp above
         both `last` and `remote`.

@@ -217,6 +217,7 @@ class ReplicatedLog(SyncObj):
             "last_applied": raft.get("last_applied"),
         }
 
+    # TLA+: Ordo!CloseEpoch -- a new leader stamps only once caught up.
     def caught_up(self) -> bool:
         """True when every committed entry has been applied here.
 

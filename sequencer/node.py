@@ -57,6 +57,7 @@ def physical_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# TLA+: Ordo!W -- W = min applied_epoch, used by every read and acknowledgement.
 class Watermark:
     """W: the smallest `applied_epoch` over all shards, polled from the stores.
 
@@ -215,6 +216,7 @@ class SequencerNode:
         if ready:
             self._propose(ready)
 
+    # TLA+: Ordo!CloseEpoch -- stamp only when caught_up(), one HLC.now per intent.
     def _propose(self, submissions: list[Submission]) -> None:
         if not (self.log._isLeader() and self.log.caught_up()):
             error = NotLeaderError(self.leader_url(), self.members())
