@@ -742,7 +742,7 @@ class CassandraShard(ShardProxy):
         self._applied_seen = applied
         return applied
 
-    # TLA+: Ordo!ShardApply -- effects and applied_epoch in one atomic write.
+    # TLA+: Ordo!ShardApply -- no transaction: idempotent rows, applied_epoch last (UpsertShards).
     async def apply(self, batches: Sequence[ShardBatch]) -> int:
         todo = check_batches(await self.applied_epoch(), batches, self.name)
         if not todo:
