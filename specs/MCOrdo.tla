@@ -3,7 +3,8 @@
 (* The scenario that TLC checks Ordo.tla against.  The configs substitute  *)
 (* these definitions for Ordo's constants (`Req <- MCReq` and so on).      *)
 (*                                                                         *)
-(* Two shards in two different stores: s1 is SQLite, s2 is PostgreSQL.     *)
+(* Two shards in two different stores: s1 is SQLite, s2 is PostgreSQL (or *)
+(* Cassandra, in OrdoCassandra.cfg).                                       *)
 (*   alice  s1  ledger 1  debits_must_not_exceed_credits, credited 2       *)
 (*   equity s1  ledger 1  credits_must_not_exceed_debits, debited 2        *)
 (*   bob    s2  ledger 1  debits_must_not_exceed_credits                   *)
@@ -33,8 +34,12 @@ MCClockOffset == [r \in MCReplicas3 |-> IF r = "r1" THEN 1 ELSE 0]
 MCShards   == {"s1", "s2"}
 MCAccounts == {"alice", "equity", "bob", "euro"}
 
-\* Which store backs each shard (documentation; the protocol is the same).
+\* Which store backs each shard.  SQLite and PostgreSQL apply an epoch in one
+\* transaction; in OrdoCassandra.cfg s2 is Cassandra instead, which has no
+\* transactions (Ordo's UpsertShards).
 StoreOf == [s \in MCShards |-> IF s = "s1" THEN "sqlite" ELSE "postgres"]
+MCNoUpsertShards == {}
+MCCassandraShards == {"s2"}
 
 MCShardOf  == [a \in MCAccounts |-> IF a \in {"alice", "equity"} THEN "s1" ELSE "s2"]
 \* Transfer records are routed by id: odd ids to s1, even ids to s2.

@@ -34,6 +34,18 @@ NeverReplaySkipped ==
     ~\E x \in Executors : ex[x].up /\ \E s \in Shards :
         ex[x].q[s] # <<>> /\ Head(ex[x].q[s]).e <= appliedEpoch[s]
 
+\* A store without transactions holds rows of an epoch beyond its
+\* applied_epoch (a crash came between the rows and applied_epoch).
+NeverHalfWritten ==
+    \A s \in UpsertShards : \A i \in DOMAIN rows[s] : rows[s][i].e <= appliedEpoch[s]
+
+\* ... and, after a crash, the replay is about to write that epoch again
+\* over the rows already there.
+NeverReplayOverHalfWritten ==
+    ~\E x \in Executors, s \in UpsertShards :
+        /\ ex[x].up /\ ex[x].q[s] # <<>> /\ s \notin ex[x].half
+        /\ \E i \in DOMAIN rows[s] : rows[s][i].e = Head(ex[x].q[s]).e /\ rows[s][i].e > appliedEpoch[s]
+
 \* A client is answered after a leader change.
 NeverAckAfterLeaderChange == ~(changes > 0 /\ \E c \in Clients : cst[c] = "acked")
 

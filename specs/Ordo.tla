@@ -22,7 +22,10 @@
 (* that also sets the shard's applied_epoch; a shard skips a batch at or   *)
 (* below its applied_epoch.  The runner can crash at any step and loses    *)
 (* everything but the stores.  Shards live in different stores (SQLite,    *)
-(* PostgreSQL) and can be unreachable for a while.                         *)
+(* PostgreSQL, Cassandra) and can be unreachable for a while.  A store    *)
+(* without transactions (Cassandra) writes an epoch's rows as idempotent   *)
+(* upserts and applied_epoch last, so a crash can leave an epoch half      *)
+(* written but invisible, and a replay rewrites the same cells.            *)
 (*                                                                         *)
 (* Readers read every shard at the watermark W = min applied_epoch.        *)
 (*                                                                         *)
@@ -43,6 +46,7 @@ CONSTANTS
     ShardOf,          \* [Accounts -> Shards]: where an account's rows live
     XferShard,        \* [ids -> Shards]: where a transfer's record lives
     Owner,            \* [Shards -> Executors]: who pushes to the shard
+    UpsertShards,     \* shards whose store has no transactions (Cassandra)
     LedgerOf,         \* [Accounts -> Nat]
     DebitsMustNotExceedCredits,   \* accounts with that flag
     CreditsMustNotExceedDebits,   \* accounts with that flag
@@ -61,6 +65,7 @@ CONSTANTS
     LinkedAtomic,     \* a linked chain succeeds or fails as a whole
     GuardAppliedEpoch,\* a shard skips batches <= its applied_epoch
     AtomicApply,      \* effects and applied_epoch in one transaction
+    IdempotentWrites, \* an UpsertShards write of an epoch overwrites its rows
     PreloadAtEpoch,   \* recovery preloads at the resume version
     ReadAtW,          \* readers read every shard at W
     AckAtW,           \* ack once W covers the epoch (else: on append)
@@ -69,11 +74,13 @@ CONSTANTS
     ResumeFromMin     \* recovery resumes at min applied_epoch + 1
 
 Switches == <<DedupIds, CheckBalance, CheckLedger, LinkedAtomic,
-              GuardAppliedEpoch, AtomicApply, PreloadAtEpoch, ReadAtW, AckAtW,
+              GuardAppliedEpoch, AtomicApply, IdempotentWrites, PreloadAtEpoch,
+              ReadAtW, AckAtW,
               RefuseStaleHLC, ContinueHLC, ResumeFromMin>>
 
 ASSUME \A i \in DOMAIN Switches : Switches[i] \in BOOLEAN
 ASSUME ShardOf \in [Accounts -> Shards] /\ Owner \in [Shards -> Executors]
+ASSUME UpsertShards \subseteq Shards
 ASSUME \A c \in Clients : Attempts[c] >= 1 /\ Len(Req[c]) >= 1
 ASSUME QueueMax >= 1 /\ EpochMaxReqs >= 1
 
@@ -459,8 +466,8 @@ Tick ==
 (* Executor: executor/runner.py.  Runner.run_epoch executes the next epoch *)
 (* on the in-memory state and queues each shard its batch; one pusher per  *)
 (* shard (Runner._pusher) calls the proxy's apply (proxies/sqlite.py,      *)
-(* proxies/postgres.py), which checks applied_epoch (proxies/base.py       *)
-(* check_batches) in the same transaction.  Runner.recover resumes.        *)
+(* proxies/postgres.py, proxies/cassandra.py), which checks applied_epoch  *)
+(* (proxies/base.py check_batches).  Runner.recover resumes.               *)
 
 SetEx(x, r) == ex' = [ex EXCEPT ![x] = r]
 
@@ -479,9 +486,26 @@ Execute(x) ==
                        ELSE <<>>]])
     /\ UNCHANGED <<clientVars, seqVars, storeVars, crashes>>
 
+\* Writing batch b to shard s.  A transactional store appends the batch.  A
+\* store without transactions (UpsertShards) upserts it: every row of an
+\* epoch has a deterministic key, so writing the epoch again overwrites the
+\* same cells (rows left by an earlier, different attempt would stay: the
+\* union models that).  Mutant IdempotentWrites = FALSE: it appends.
+Write(rs, b, s) ==
+    LET old == {i \in DOMAIN rs : rs[i].e = b.e} IN
+    IF s \in UpsertShards /\ IdempotentWrites /\ old # {}
+    THEN LET i == CHOOSE j \in old : TRUE
+             r == rs[i]
+         IN [rs EXCEPT ![i] = [e     |-> r.e,
+                               posts |-> r.posts \o SelectSeq(b.posts, LAMBDA t : t \notin Range(r.posts)),
+                               recs  |-> r.recs \cup b.recs]]
+    ELSE Append(rs, b)
+
 \* The pusher applies the batch at the head of the shard's queue.  The store
 \* skips a batch at or below applied_epoch, and refuses one that would leave
-\* a gap (InvariantViolation: the pusher then stays stuck on it).
+\* a gap (InvariantViolation: the pusher then stays stuck on it).  A
+\* transactional store writes the rows and applied_epoch at once; a store
+\* without transactions writes applied_epoch in a second step.
 ShardApply(x, s) ==
     LET b == Head(ex[x].q[s]) IN
     /\ ex[x].up
@@ -494,16 +518,17 @@ ShardApply(x, s) ==
             /\ SetEx(x, [ex[x] EXCEPT !.q[s] = Tail(@)])
             /\ UNCHANGED <<rows, appliedEpoch>>
        ELSE /\ GuardAppliedEpoch => b.e = appliedEpoch[s] + 1
-            /\ rows' = [rows EXCEPT ![s] = Append(@, b)]
-            /\ IF AtomicApply
+            /\ rows' = [rows EXCEPT ![s] = Write(@, b, s)]
+            /\ IF AtomicApply /\ s \notin UpsertShards
                THEN /\ appliedEpoch' = [appliedEpoch EXCEPT ![s] = b.e]
                     /\ SetEx(x, [ex[x] EXCEPT !.q[s] = Tail(@)])
-               ELSE \* mutant: applied_epoch is written by a second transaction
+               ELSE \* applied_epoch is written by a second write
                     /\ UNCHANGED appliedEpoch
                     /\ SetEx(x, [ex[x] EXCEPT !.half = @ \cup {s}])
     /\ UNCHANGED <<clientVars, seqVars, down, outages, crashes>>
 
-\* Only in the AtomicApply = FALSE mutant: the second transaction.
+\* The second write: applied_epoch, last (UpsertShards, and the mutant
+\* AtomicApply = FALSE of a transactional store).
 ShardApplyMark(x, s) ==
     /\ ex[x].up
     /\ s \in ex[x].half

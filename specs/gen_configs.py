@@ -106,7 +106,7 @@ ORDO_SCENARIO = """\
     ClockOffset <- MCClockOffset"""
 
 ORDO_SWITCHES = ["DedupIds", "CheckBalance", "CheckLedger", "LinkedAtomic",
-                 "GuardAppliedEpoch", "AtomicApply", "PreloadAtEpoch", "ReadAtW",
+                 "GuardAppliedEpoch", "AtomicApply", "IdempotentWrites", "PreloadAtEpoch", "ReadAtW",
                  "AckAtW", "RefuseStaleHLC", "ContinueHLC", "ResumeFromMin"]
 
 ORDO_SAFETY = ["TypeOK", "SerialEquivalence", "ExactlyOnceEpoch", "ExactlyOnceTransfer",
@@ -136,6 +136,17 @@ every epoch and pushing only its own shard; after a restart an executor
 reads the other's shard at its resume version.  One executor crash, c1
 retries once; no leader change (Ordo.cfg has one, and executors see only
 the committed log)."""),
+    "OrdoCassandra": dict(
+        layout="Runner", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
+        upsert="MCCassandraShards",
+        knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
+                   MaxOutages=0, MaxTime=0),
+        header="""\
+Ordo.tla with s2 in Cassandra, which has no transactions: an epoch's rows
+are idempotent upserts and applied_epoch is written last, so a crash can
+leave an epoch half written (invisible: reads and preloads stop at
+applied_epoch) and the replay writes the same cells again.  One runner
+crash, c1 retries once, no leader change."""),
     "OrdoRaft": dict(
         layout="Runner", spec="Spec", attempts="MCAttemptsOnce", replicas="MCReplicas3",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=2, MaxCrashes=0,
@@ -213,6 +224,10 @@ alone does not keep HLC order equal to log order; the refusal does."""),
 apply_epoch does not call observe_log.  r2 applies r1's epoch but its HLC
 stays on its own clock, which is behind the epoch's timestamps: as leader
 it would stamp below the log (and have its epochs refused)."""),
+    ("OrdoCassandra", "IdempotentWrites", "ExactlyOnceEpoch", "OrdoCassandra_NotIdempotent", """\
+Cassandra's rows are appended instead of upserted under deterministic keys.
+The runner crashes after writing an epoch's rows to s2 and before writing
+applied_epoch; the replay writes the epoch a second time."""),
     ("OrdoCalvin", "PreloadAtEpoch", "SerialEquivalence", "OrdoCalvin_PreloadLatest", """\
 Calvin layout, recovery reads at the latest version instead of the resume
 version: an executor that restarts behind the other reads the other's shard
@@ -237,6 +252,8 @@ ORDO_REACHABLE = [
     ("Ordo", "NeverDone"),
     ("OrdoCalvin", "NeverShardsTwoApart"),
     ("OrdoRaft", "NeverRefused"),
+    ("OrdoCassandra", "NeverHalfWritten"),
+    ("OrdoCassandra", "NeverReplayOverHalfWritten"),
 ]
 
 #: Mutants that need a leader change to fail; the others run without one,
@@ -269,6 +286,7 @@ def ordo_cfg(base: str, off: str | None = None, expect: str | None = None, why: 
         f"    Replicas <- {m['replicas']}",
         f"    Executors <- MCExecutors{m['layout']}",
         f"    Owner <- MCOwner{m['layout']}",
+        f"    UpsertShards <- {m.get('upsert', 'MCNoUpsertShards')}",
         f"    Attempts <- {m['attempts']}",
     ]
     lines += [f"    {k} = {v}" for k, v in {**m["knobs"], **knobs}.items()]
