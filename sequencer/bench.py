@@ -224,11 +224,13 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 def cdf_points(values: list[float], points: int = CDF_POINTS) -> list[list[float]]:
+    """[latency, fraction at or below] at evenly spaced fractions, plus the tail (p99 .. max)."""
     if not values:
         return []
     ordered = sorted(values)
     n = len(ordered)
-    idx = sorted({min(n - 1, int(i * n / points)) for i in range(points)} | {n - 1})
+    fractions = [i / points for i in range(1, points)] + [0.99, 0.995, 0.999, 0.9995, 0.9999]
+    idx = sorted({min(n - 1, max(0, math.ceil(f * n) - 1)) for f in fractions} | {0, n - 1})
     return [[round(ordered[i], 3), round((i + 1) / n, 5)] for i in idx]
 
 
@@ -804,7 +806,6 @@ class Bench:
         self.profile: dict = {}
         self.pg = pg  # a running PostgresServer (the tests' fixture), or None: started here if needed
         self._own_pg = False
-        self.latencies: dict[str, list[float]] = {}  # run label -> samples, for the CDF plot
         setup = BenchWorkload(seed, args.accounts, Mix(), args.shards)
         self.accounts = setup.accounts_list()  # the bank first, then every account with its seeded flags
         self.funding = setup.funding_batches(BATCH_EVENTS_MAX, FUNDING_AMOUNT)
@@ -888,7 +889,6 @@ class Bench:
         self.runs.append(_run_summary("ordo", "closed", zipf, rec, cpu, clients=a.clients, batch=a.batch,
                                       stores=self._stores(), ack="applied", **tape,
                                       executor_log=cluster.executor_log_tail()))
-        self.latencies[f"ordo closed (zipf {zipf})"] = rec.latencies_ms
 
     async def _ordo_open(self, client, cluster, leader, zipf, cursor) -> None:
         a = self.args
@@ -907,7 +907,6 @@ class Bench:
         self.runs.append(_run_summary("ordo", "open", zipf, rec, cpu, offered_tps=round(rate, 1),
                                       batch=a.open_batch, half_peak=a.rate is None, stores=self._stores(),
                                       ack="applied"))
-        self.latencies[f"ordo open {rate:,.0f}/s"] = rec.latencies_ms
 
     async def _sequencer_only(self, client, cluster, leader, zipf, cursor) -> None:
         a = self.args
@@ -923,7 +922,6 @@ class Bench:
                                ack="committed")
         summary["intents_per_s"] = summary["throughput_tps"]
         self.runs.append(summary)
-        self.latencies["ordo sequencer only (commit)"] = rec.latencies_ms
 
     async def run_baseline(self, system: str, zipf: float, tape: GroupTape) -> None:
         from sequencer.baselines import Monolith, TwoPhase
@@ -951,7 +949,6 @@ class Bench:
             extra |= {"two_phase_commits": sum(c.prepared for c in conns),
                       "one_phase_commits": sum(c.one_phase for c in conns)}
         self.runs.append(_run_summary(system, "closed", zipf, rec, cpu, clients=a.baseline_clients, **extra))
-        self.latencies[f"{system} (zipf {zipf})"] = rec.latencies_ms
 
     def _stores(self) -> str:
         return "external" if self.args.url else self.args.stores
@@ -1068,22 +1065,22 @@ def print_report(report: dict) -> None:
         console.print(f"[yellow]note:[/] {note}")
 
 
-def write_plots(report: dict, latencies: dict[str, list[float]], out: Path) -> dict[str, str]:
+def write_plots(report: dict, out: Path) -> dict[str, str]:
+    """The plots, from results.json alone (so `--replot` can redraw an old run)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    plots = {}
+    runs, main = report["runs"], report["meta"]["zipf"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for system, style in (("ordo", "o-"), ("monolith", "s--"), ("xa", "^:")):
-        points = sorted((r["zipf"], r["throughput_tps"]) for r in report["runs"]
-                        if r["system"] == system and r["mode"] == "closed")
+        points = sorted((r["zipf"], r["throughput_tps"]) for r in runs if r["system"] == system and r["mode"] == "closed")
         if points:
             ax.plot(*zip(*points), style, label=system)
     ax.set_xlabel("zipf skew s (0 = uniform)")
     ax.set_ylabel("applied transfers/s")
-    ax.set_title("throughput vs skew (closed loop)")
+    ax.set_title(f"throughput vs skew, closed loop ({report['meta']['stores']} stores)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     if ax.lines:
@@ -1091,26 +1088,27 @@ def write_plots(report: dict, latencies: dict[str, list[float]], out: Path) -> d
     fig.tight_layout()
     fig.savefig(out / "throughput_vs_zipf.png", dpi=120)
     plt.close(fig)
-    plots["throughput_vs_zipf"] = "throughput_vs_zipf.png"
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, values in latencies.items():
-        if values:
-            ordered = sorted(values)
-            n = len(ordered)
-            ax.plot(ordered, [(i + 1) / n for i in range(n)], label=label)
+    for r in runs:
+        if r["zipf"] != main or not r["latency_cdf_ms"]:
+            continue
+        latency, fraction = zip(*r["latency_cdf_ms"])
+        unit = "per request" if r["system"] == "ordo" else "per transaction"
+        label = {"closed": f"{r['system']} closed, {unit}", "open": f"ordo open {r.get('offered_tps', 0):,.0f}/s",
+                 "sequencer_only": "ordo sequencer only (ack=committed)"}[r["mode"]]
+        ax.plot(latency, fraction, label=label, linestyle="-" if r["system"] == "ordo" else "--")
     ax.set_xscale("log")
-    ax.set_xlabel("ack latency per request / transaction (ms, log)")
+    ax.set_xlabel("ack latency (ms, log scale)")
     ax.set_ylabel("fraction acknowledged")
-    ax.set_title("latency CDF")
+    ax.set_title(f"latency CDF at zipf {main:g}")
     ax.grid(alpha=0.3, which="both")
     if ax.lines:
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="lower right")
     fig.tight_layout()
     fig.savefig(out / "latency_cdf.png", dpi=120)
     plt.close(fig)
-    plots["latency_cdf"] = "latency_cdf.png"
-    return plots
+    return {"throughput_vs_zipf": "throughput_vs_zipf.png", "latency_cdf": "latency_cdf.png"}
 
 
 def machine() -> dict:
@@ -1129,6 +1127,11 @@ def machine() -> dict:
 
 async def run_bench(args: argparse.Namespace, pg=None) -> int:
     """`ordo bench`; `pg` is a running PostgresServer to use instead of starting one."""
+    if args.replot:
+        report = json.loads(Path(args.replot).read_text())
+        report["plots"] = write_plots(report, Path(args.replot).parent)
+        print_report(report)
+        return 0
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     out = Path(args.out) if args.out else Path("results") / datetime.now().strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
@@ -1158,7 +1161,7 @@ async def run_bench(args: argparse.Namespace, pg=None) -> int:
         "profile": bench.profile,
         "notes": bench.notes,
     }
-    report["plots"] = write_plots(report, bench.latencies, out)
+    report["plots"] = write_plots(report, out)
     (out / "results.json").write_text(json.dumps(report, indent=2, default=str))
     print_report(report)
     console.print(f"results: {out / 'results.json'}; plots: {', '.join(str(out / p) for p in report['plots'].values())}")
@@ -1202,6 +1205,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="results directory (default results/<timestamp>/)")
     p.add_argument("--keep", action="store_true", help="keep each cluster's data directory and logs")
     p.add_argument("--quiet", action="store_true", help="no live display")
+    p.add_argument("--replot", metavar="RESULTS_JSON", help="redraw the plots and tables of an earlier run, then exit")
 
 
 def normalize(args: argparse.Namespace) -> argparse.Namespace:

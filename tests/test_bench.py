@@ -118,6 +118,10 @@ def test_bench_smoke_embedded(tmp_path) -> None:
     assert targets["sequencer only (log commit, no execution)"]["met"] is not None
     for plot in report["plots"].values():
         assert (tmp_path / plot).stat().st_size > 0
+        (tmp_path / plot).unlink()
+    replot = normalize(build_parser().parse_args(["bench", "--replot", str(tmp_path / "results.json")]))
+    assert asyncio.run(run_bench(replot)) == 0
+    assert all((tmp_path / plot).exists() for plot in report["plots"].values())
 
 
 @pytest.mark.cluster
