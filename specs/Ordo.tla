@@ -18,7 +18,7 @@
 (* state at that version; then it executes epoch after epoch on its        *)
 (* in-memory state with the pure state machine (dedup by id, balance       *)
 (* flags, ledgers, linked chains) and queues each shard its batch.  One    *)
-(* pusher per shard applies the batches in order; a shard skips a batch  *)
+(* pusher per shard applies the batches in order; a shard skips a batch    *)
 (* at or below its applied_epoch.  SQLite and PostgreSQL write a batch and *)
 (* applied_epoch in one transaction.  Cassandra has none: it upserts the   *)
 (* batch's rows under deterministic keys and writes applied_epoch last, so *)
