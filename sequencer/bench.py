@@ -46,6 +46,7 @@ from rich.table import Table
 
 from sequencer.client import OrdoClient
 from sequencer.cluster import LocalCluster, free_ports
+from sequencer.errors import ConfigError
 from sequencer.types import hlc_ms
 from sequencer.wire import BATCH_EVENTS_MAX
 from sequencer.workload import Mix, Workload
@@ -1208,7 +1209,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replot", metavar="RESULTS_JSON", help="redraw the plots and tables of an earlier run, then exit")
 
 
+PHASES = ("closed", "open", "sequencer", "monolith", "xa")
+
+
 def normalize(args: argparse.Namespace) -> argparse.Namespace:
+    unknown = set(args.phases.split(",")) - set(PHASES)
+    if unknown:
+        raise ConfigError(f"--phases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
     args.batch = max(1, min(args.batch, BATCH_EVENTS_MAX))
     args.open_batch = max(1, min(args.open_batch, BATCH_EVENTS_MAX))
     return args
