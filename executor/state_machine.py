@@ -27,9 +27,15 @@ import msgspec
 from sequencer.epochs import chains
 from sequencer.errors import InvariantViolation
 from sequencer.types import (
+    ACCOUNT_CLOSED,
+    ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS,
+    ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS,
+    TRANSFER_LINKED,
+    TRANSFER_PENDING,
+    TRANSFER_POST_PENDING,
+    TRANSFER_VOID_PENDING,
     U63_MAX,
     Account,
-    AccountFlags,
     CreateAccount,
     CreateTransfer,
     Epoch,
@@ -38,7 +44,6 @@ from sequencer.types import (
     Posting,
     Resolution,
     Result,
-    TransferFlags,
     TransferRecord,
     hlc_ms,
 )
@@ -217,8 +222,8 @@ def _create_account(ov: _Overlay, intent: CreateAccount) -> Result:
         return Result.ID_MUST_NOT_BE_ZERO
     if intent.id == U63_MAX:
         return Result.ID_MUST_NOT_BE_INT_MAX
-    flags = AccountFlags(intent.flags)
-    both = AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS
+    flags = intent.flags
+    both = ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS | ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS
     if flags & both == both:
         return Result.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if intent.ledger == 0:
@@ -250,7 +255,7 @@ def _check_shape(t: CreateTransfer) -> Result | None:
         return Result.ID_MUST_NOT_BE_ZERO
     if t.id == U63_MAX:
         return Result.ID_MUST_NOT_BE_INT_MAX
-    kinds = t.flags & (TransferFlags.PENDING | TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING)
+    kinds = t.flags & (TRANSFER_PENDING | TRANSFER_POST_PENDING | TRANSFER_VOID_PENDING)
     if kinds & (kinds - 1):
         return Result.FLAGS_ARE_MUTUALLY_EXCLUSIVE
     if t.debit_account_id == 0:
@@ -266,7 +271,7 @@ def _check_shape(t: CreateTransfer) -> Result | None:
             return Result.PENDING_ID_MUST_BE_DIFFERENT
     elif t.pending_id != 0:
         return Result.PENDING_ID_MUST_BE_ZERO
-    if t.timeout_ms and not t.flags & TransferFlags.PENDING:
+    if t.timeout_ms and not t.flags & TRANSFER_PENDING:
         return Result.TIMEOUT_RESERVED_FOR_PENDING_TRANSFER
     if not t.is_resolution:
         if t.ledger == 0:
@@ -287,9 +292,9 @@ def _check_accounts(t: CreateTransfer, dr: Account | None, cr: Account | None) -
         return Result.LEDGER_MISMATCH
     if t.ledger and t.ledger != dr.ledger:
         return Result.LEDGER_MISMATCH
-    if dr.flags & AccountFlags.CLOSED:
+    if dr.flags & ACCOUNT_CLOSED:
         return Result.DEBIT_ACCOUNT_CLOSED
-    if cr.flags & AccountFlags.CLOSED:
+    if cr.flags & ACCOUNT_CLOSED:
         return Result.CREDIT_ACCOUNT_CLOSED
     return None
 
@@ -306,10 +311,10 @@ def _check_limits(dr: Account, cr: Account, amount: int, pending: bool) -> Resul
         return Result.OVERFLOWS_DEBITS
     if cr.credits_pending + cr.credits_posted + amount > U63_MAX:
         return Result.OVERFLOWS_CREDITS
-    if dr.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS:
+    if dr.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS:
         if dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
             return Result.EXCEEDS_CREDITS
-    if cr.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+    if cr.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS:
         if cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
             return Result.EXCEEDS_DEBITS
     return None
@@ -338,7 +343,7 @@ def _create_transfer(ov: _Overlay, t: CreateTransfer, hlc: int) -> Result:
     code = _check_accounts(t, dr, cr)
     if code is not None:
         return code
-    pending = bool(t.flags & TransferFlags.PENDING)
+    pending = bool(t.flags & TRANSFER_PENDING)
     code = _check_limits(dr, cr, t.amount, pending)
     if code is not None:
         return code
@@ -360,7 +365,7 @@ def _check_pending(ov: _Overlay, t: CreateTransfer, hlc: int) -> tuple[Result | 
     if record is None:
         return Result.PENDING_TRANSFER_NOT_FOUND, None
     p = record.transfer
-    if record.result != Result.OK or not p.flags & TransferFlags.PENDING:
+    if record.result != Result.OK or not p.flags & TRANSFER_PENDING:
         return Result.PENDING_TRANSFER_NOT_PENDING, None
     if t.debit_account_id != p.debit_account_id:
         return Result.PENDING_TRANSFER_HAS_DIFFERENT_DEBIT_ACCOUNT_ID, None
@@ -391,7 +396,7 @@ def _resolve_pending(ov: _Overlay, t: CreateTransfer, hlc: int) -> Result:
     dr, cr = ov.account(p.debit_account_id), ov.account(p.credit_account_id)
     if dr is None or cr is None:
         raise InvariantViolation(f"pending transfer {p.id} refers to a missing account")
-    post = bool(t.flags & TransferFlags.POST_PENDING)
+    post = bool(t.flags & TRANSFER_POST_PENDING)
     amount = (t.amount or p.amount) if post else 0
     if post and (dr.debits_posted + amount > U63_MAX):
         return Result.OVERFLOWS_DEBITS_POSTED
@@ -426,7 +431,7 @@ def _expire(ov: _Overlay, pending_id: int, hlc: int) -> None:
 
 def _is_open(epoch: Epoch, unit: list[int]) -> bool:
     last = epoch.intents[unit[-1]]
-    return isinstance(last, CreateTransfer) and bool(last.flags & TransferFlags.LINKED)
+    return isinstance(last, CreateTransfer) and bool(last.flags & TRANSFER_LINKED)
 
 
 def _run_unit(ov: _Overlay, epoch: Epoch, unit: list[int]) -> list[tuple[int, Result]]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from sequencer.errors import InvariantViolation
 from sequencer.graph import build_groups
-from sequencer.types import CreateAccount, CreateTransfer, Epoch, Intent, TransferFlags
+from sequencer.types import TRANSFER_LINKED, CreateAccount, CreateTransfer, Epoch, Intent
 
 
 def footprint(intent: Intent) -> set[int]:
@@ -44,7 +44,7 @@ def chains(intents: Sequence[Intent], bounds: Sequence[int]) -> list[list[int]]:
         for i in range(start, end):
             current.append(i)
             intent = intents[i]
-            if not (isinstance(intent, CreateTransfer) and intent.flags & TransferFlags.LINKED):
+            if not (isinstance(intent, CreateTransfer) and intent.flags & TRANSFER_LINKED):
                 units.append(current)
                 current = []
         if current:

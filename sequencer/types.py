@@ -51,6 +51,18 @@ class TransferFlags(enum.IntFlag):
 ACCOUNT_FLAGS_ALL = int(sum(AccountFlags))
 TRANSFER_FLAGS_ALL = int(sum(TransferFlags))
 
+# The same bits as plain ints, for the executor's hot path.  Intents carry
+# `flags` as an int, and `int & IntFlag` goes through enum's `__call__` to
+# build a new IntFlag: 13% of the executor's samples in
+# `ordo bench --profile`, where `int & int` is one opcode.
+ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS = int(AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS)
+ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS = int(AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS)
+ACCOUNT_CLOSED = int(AccountFlags.CLOSED)
+TRANSFER_LINKED = int(TransferFlags.LINKED)
+TRANSFER_PENDING = int(TransferFlags.PENDING)
+TRANSFER_POST_PENDING = int(TransferFlags.POST_PENDING)
+TRANSFER_VOID_PENDING = int(TransferFlags.VOID_PENDING)
+
 
 class Result(enum.StrEnum):
     """Every event's outcome.  The strings are a stable part of the API."""
@@ -143,7 +155,7 @@ class CreateTransfer(msgspec.Struct, frozen=True, array_like=True, tag=2):
 
     @property
     def is_resolution(self) -> bool:
-        return bool(self.flags & (TransferFlags.POST_PENDING | TransferFlags.VOID_PENDING))
+        return bool(self.flags & (TRANSFER_POST_PENDING | TRANSFER_VOID_PENDING))
 
 
 Intent = Union[CreateAccount, CreateTransfer]
