@@ -65,8 +65,10 @@ class Watermark:
     idle replicas barely touch the stores.
     """
 
-    #: Poll period while requests wait: a few ms of ack latency at most.
-    POLL_BUSY_MS = 2
+    #: Poll period while requests wait: twice per 10 ms epoch, so W is seen
+    #: at most 5 ms late.  2 ms (one query per shard every 2 ms) put 21% of
+    #: the leader's CPU samples in psycopg's send under `ordo bench --profile`.
+    POLL_BUSY_MS = 5
     #: Poll period when nobody waits (reads refresh W themselves).
     POLL_IDLE_MS = 100
 
