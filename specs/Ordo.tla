@@ -56,6 +56,7 @@ CONSTANTS
     MaxLeaderChanges, \* bound on leader elections (finitely many)
     MaxCrashes,       \* bound on executor crashes (finitely many)
     MaxOutages,       \* bound on store outages (finitely many)
+    FlappingStores,   \* TRUE: stores go down and up without bound
     MaxTime,          \* horizon of true time (0: the clocks stand still)
     \* ---- mechanism switches: TRUE = real protocol, FALSE = mutant ----
     DedupIds,         \* state machine answers `exists` for a known id
@@ -70,16 +71,18 @@ CONSTANTS
     AckAtW,           \* ack once W covers the epoch (else: on append)
     RefuseStaleHLC,   \* apply refuses an entry stamped <= the last epoch
     ContinueHLC,      \* apply moves the replica's HLC past the epoch
-    ResumeFromMin     \* recovery resumes at min applied_epoch + 1
+    ResumeFromMin,    \* recovery resumes at min applied_epoch + 1
+    StrongRetry       \* the runner's retries are strongly fair
 
 Switches == <<DedupIds, CheckBalance, CheckLedger, LinkedAtomic,
               GuardAppliedEpoch, AtomicApply, IdempotentWrites, PreloadAtEpoch,
               ReadAtW, AckAtW,
-              RefuseStaleHLC, ContinueHLC, ResumeFromMin>>
+              RefuseStaleHLC, ContinueHLC, ResumeFromMin, StrongRetry>>
 
 ASSUME \A i \in DOMAIN Switches : Switches[i] \in BOOLEAN
 ASSUME ShardOf \in [Accounts -> Shards] /\ Owner \in [Shards -> Executors]
 ASSUME UpsertShards \subseteq Shards
+ASSUME FlappingStores \in BOOLEAN
 ASSUME \A c \in Clients : Attempts[c] >= 1 /\ Len(Req[c]) >= 1
 ASSUME QueueMax >= 1 /\ EpochMaxReqs >= 1
 
@@ -562,9 +565,9 @@ ExecutorRecover(x) ==
 
 StoreDown(s) ==
     /\ s \notin down
-    /\ outages < MaxOutages
+    /\ FlappingStores \/ outages < MaxOutages
     /\ down' = down \cup {s}
-    /\ outages' = outages + 1
+    /\ outages' = IF FlappingStores THEN outages ELSE outages + 1
     /\ UNCHANGED <<clientVars, seqVars, rows, appliedEpoch, exVars>>
 
 StoreUp(s) ==
@@ -622,8 +625,21 @@ ExecutorStep(x) ==
     \/ ExecutorRecover(x) \/ Execute(x)
     \/ \E s \in Shards : ShardApply(x, s) \/ ShardApplyMark(x, s)
 
-\* An outage ends: the store is restarted or the partition heals.
-StoreRepair == \E s \in Shards : StoreUp(s)
+\* Strong fairness for the same steps, for stores that flap without bound
+\* (OrdoLiveFlapping.cfg): a pending apply is then enabled infinitely often
+\* but never continuously, and weak fairness lets the runner miss every up
+\* period (OrdoLiveFlapping_WeakRetry finds that behaviour).  Realistic
+\* because the runner retries forever with a capped backoff
+\* (executor/runner.py, tenacity): a store that is up again and again, each
+\* time for longer than the cap, is written during one of those periods.
+\* `StrongRetry /\ ...` makes the conjunct vacuous when the switch is off.
+StrongExecutorStep(x) == StrongRetry /\ ExecutorStep(x)
+
+\* An outage ends: the store is restarted or the partition heals.  Per
+\* store: fairness for "some store comes up" would let one store come up
+\* and go down forever while the other stays down (TLC found that lasso in
+\* OrdoLiveFlapping before this was per store).
+StoreRepair(s) == StoreUp(s)
 
 \* The API answers a waiting client once W covers its epoch (it polls W).
 Answer == \E c \in Clients : Ack(c)
@@ -631,7 +647,8 @@ Answer == \E c \in Clients : Ack(c)
 Fairness ==
     /\ WF_vars(RaftStep)
     /\ \A x \in Executors : WF_vars(ExecutorStep(x))
-    /\ WF_vars(StoreRepair)
+    /\ \A x \in Executors : SF_vars(StrongExecutorStep(x))
+    /\ \A s \in Shards : WF_vars(StoreRepair(s))
     /\ WF_vars(Answer)
 
 Spec == Init /\ [][Next]_vars

@@ -107,7 +107,8 @@ ORDO_SCENARIO = """\
 
 ORDO_SWITCHES = ["DedupIds", "CheckBalance", "CheckLedger", "LinkedAtomic",
                  "GuardAppliedEpoch", "AtomicApply", "IdempotentWrites", "PreloadAtEpoch", "ReadAtW",
-                 "AckAtW", "RefuseStaleHLC", "ContinueHLC", "ResumeFromMin"]
+                 "AckAtW", "RefuseStaleHLC", "ContinueHLC", "ResumeFromMin",
+                 "StrongRetry"]
 
 ORDO_SAFETY = ["TypeOK", "SerialEquivalence", "ExactlyOnceEpoch", "ExactlyOnceTransfer",
                "ExactlyOnceNoLostAck", "ConservationLedger", "ConservationFlags",
@@ -120,7 +121,7 @@ ORDO_MODELS = {
     "Ordo": dict(
         layout="Runner", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=1, MaxCrashes=1,
-                   MaxOutages=0, MaxTime=0),
+                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
         header="""\
 Ordo.tla, embedded layout: one runner pushes every epoch to two shards in
 two different stores (s1 SQLite, s2 PostgreSQL), so it can crash between
@@ -129,7 +130,7 @@ clocks, one leader change, one runner crash, c1 retries once."""),
     "OrdoCalvin": dict(
         layout="Calvin", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=0, MaxTime=0),
+                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
         header="""\
 Ordo.tla, Calvin scale-out: two executors, one per shard, each executing
 every epoch and pushing only its own shard; after a restart an executor
@@ -140,7 +141,7 @@ the committed log)."""),
         layout="Runner", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         upsert="MCCassandraShards",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=0, MaxTime=0),
+                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
         header="""\
 Ordo.tla with s2 in Cassandra, which has no transactions: an epoch's rows
 are idempotent upserts and applied_epoch is written last, so a crash can
@@ -150,7 +151,7 @@ crash, c1 retries once, no leader change."""),
     "OrdoRaft": dict(
         layout="Runner", spec="Spec", attempts="MCAttemptsOnce", replicas="MCReplicas3",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=2, MaxCrashes=0,
-                   MaxOutages=0, MaxTime=0),
+                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
         header="""\
 Ordo.tla with three sequencer replicas: an entry commits once two of them
 hold it, the third may lag, and the leader changes twice (a replica that
@@ -159,7 +160,7 @@ retries and no executor crash (Ordo.cfg has those)."""),
     "OrdoLive": dict(
         layout="Runner", spec="FairSpec", attempts="MCAttemptsOnce", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=1, MaxTime=0),
+                   MaxOutages=1, FlappingStores="FALSE", MaxTime=0),
         header="""\
 Ordo.tla liveness under FairSpec: every epoch is eventually applied on
 every shard and every client whose request is in an epoch is answered,
@@ -168,6 +169,17 @@ retries and no leader change, to keep the behaviour graph small: the
 executor sees only the committed log, which a leader change does not alter
 (the other models check with TLC's deadlock check that the system cannot
 get stuck across leader changes)."""),
+    "OrdoLiveFlapping": dict(
+        layout="Runner", spec="FairSpec", attempts="MCAttemptsOnce", replicas="MCReplicas",
+        knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=0,
+                   MaxOutages=0, FlappingStores="TRUE", MaxTime=0),
+        header="""\
+Ordo.tla liveness when the stores flap: each store goes down and comes back
+without bound (outages are not counted), so a pending apply is enabled
+infinitely often but never continuously.  Under the strong fairness of the
+runner's retries every epoch is still applied everywhere and every client
+answered.  No runner crash: recovery needs every store up at once, which a
+store that flaps against the other need never give."""),
 }
 
 # (model, switch set to FALSE, invariant it must break, config name, why).
@@ -232,6 +244,12 @@ applied_epoch; the replay writes the epoch a second time."""),
 Calvin layout, recovery reads at the latest version instead of the resume
 version: an executor that restarts behind the other reads the other's shard
 after later epochs, and computes a different outcome for its own shard."""),
+    ("OrdoLiveFlapping", "StrongRetry", "AppliedEverywhere", "OrdoLiveFlapping_WeakRetry", """\
+Only weak fairness for the runner's retries.  A store that goes down
+whenever an apply to it is enabled, and always comes back, is never
+written: the apply is enabled infinitely often but never continuously,
+which weak fairness allows to be ignored forever.  Deadlock checking is
+off (-deadlock) so that TLC reports the liveness property it breaks."""),
     ("OrdoLive", "ResumeFromMin", "AppliedEverywhere", "OrdoLive_ResumeFromMax", """\
 Runner.recover resumes after the furthest shard instead of the smallest
 applied_epoch.  After a crash between the shards the lagging shard never
