@@ -121,7 +121,7 @@ ORDO_MODELS = {
     "Ordo": dict(
         layout="Runner", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=1, MaxCrashes=1,
-                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
+                   MaxOutages=0, MaxTime=0),
         header="""\
 Ordo.tla, embedded layout: one runner pushes every epoch to two shards in
 two different stores (s1 SQLite, s2 PostgreSQL), so it can crash between
@@ -130,7 +130,7 @@ clocks, one leader change, one runner crash, c1 retries once."""),
     "OrdoCalvin": dict(
         layout="Calvin", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
+                   MaxOutages=0, MaxTime=0),
         header="""\
 Ordo.tla, Calvin scale-out: two executors, one per shard, each executing
 every epoch and pushing only its own shard; after a restart an executor
@@ -141,7 +141,7 @@ the committed log)."""),
         layout="Runner", spec="Spec", attempts="MCAttempts", replicas="MCReplicas",
         upsert="MCCassandraShards",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
+                   MaxOutages=0, MaxTime=0),
         header="""\
 Ordo.tla with s2 in Cassandra, which has no transactions: an epoch's rows
 are idempotent upserts and applied_epoch is written last, so a crash can
@@ -151,7 +151,7 @@ crash, c1 retries once, no leader change."""),
     "OrdoRaft": dict(
         layout="Runner", spec="Spec", attempts="MCAttemptsOnce", replicas="MCReplicas3",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=2, MaxCrashes=0,
-                   MaxOutages=0, FlappingStores="FALSE", MaxTime=0),
+                   MaxOutages=0, MaxTime=0),
         header="""\
 Ordo.tla with three sequencer replicas: an entry commits once two of them
 hold it, the third may lag, and the leader changes twice (a replica that
@@ -160,7 +160,7 @@ retries and no executor crash (Ordo.cfg has those)."""),
     "OrdoLive": dict(
         layout="Runner", spec="FairSpec", attempts="MCAttemptsOnce", replicas="MCReplicas",
         knobs=dict(QueueMax=2, EpochMaxReqs=2, MaxLeaderChanges=0, MaxCrashes=1,
-                   MaxOutages=1, FlappingStores="FALSE", MaxTime=0),
+                   MaxOutages=1, MaxTime=0),
         header="""\
 Ordo.tla liveness under FairSpec: every epoch is eventually applied on
 every shard and every client whose request is in an epoch is answered,
@@ -307,7 +307,9 @@ def ordo_cfg(base: str, off: str | None = None, expect: str | None = None, why: 
         f"    UpsertShards <- {m.get('upsert', 'MCNoUpsertShards')}",
         f"    Attempts <- {m['attempts']}",
     ]
-    lines += [f"    {k} = {v}" for k, v in {**m["knobs"], **knobs}.items()]
+    values = {**m["knobs"], **knobs}
+    values.setdefault("FlappingStores", "FALSE")  # outages are bounded unless a model says otherwise
+    lines += [f"    {k} = {v}" for k, v in values.items()]
     lines += [f"    {s} = {'FALSE' if s == off else 'TRUE'}" for s in ORDO_SWITCHES]
     if reach:
         lines += ["INVARIANTS", f"    {reach}"]
