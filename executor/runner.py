@@ -17,8 +17,8 @@ any point no epoch is skipped or applied twice.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
+import ssl
 import os
 import signal
 import time
@@ -35,9 +35,18 @@ from proxies.base import ShardProxy
 from proxies.directory import Directory
 from proxies.factory import make_shard
 from sequencer.epochs import verify_groups
-from sequencer.errors import InvariantViolation
-from sequencer.log import GENESIS_DIGEST, AppliedEpoch
-from sequencer.types import CreateAccount, CreateTransfer, Epoch, ShardBatch, decode_epoch, hlc_ms
+from sequencer.errors import ConfigError, InvariantViolation
+from sequencer.log import AppliedEpoch
+from sequencer.types import (
+    CreateAccount,
+    CreateTransfer,
+    Epoch,
+    ShardBatch,
+    decode_epoch,
+    fold_log_digest,
+    hlc_ms,
+    log_genesis_digest,
+)
 
 log = logging.getLogger("ordo.executor")
 
@@ -106,25 +115,50 @@ class Singleflight:
             await asyncio.gather(*waits)
 
 
-class LogFeed:
-    """Committed epochs from any replica, with the digest chain checked."""
+@dataclass(frozen=True)
+class FeedAccess:
+    """What the executor needs to read the log: the log key, its replica-scope token, TLS trust."""
 
-    def __init__(self, urls: list[str]) -> None:
+    log_key: bytes
+    token: str
+    ssl: ssl.SSLContext | None = None
+
+
+class LogFeed:
+    """Committed epochs from any replica, with the keyed digest chain checked.
+
+    An epoch whose digest does not extend the chain (forged, corrupted, or
+    from a replica with another key) is refused: it is logged, the replica
+    that served it is skipped, and the same epoch is asked of the next one.
+    The executor never skips an epoch, so a cluster with no honest replica
+    stalls instead of applying a forged one.
+    """
+
+    def __init__(self, urls: list[str], access: FeedAccess) -> None:
         self.urls = urls
+        self.access = access
         self._next_url = 0
         self.session: aiohttp.ClientSession | None = None
         self.digest: str | None = None
+        self.refused = 0
 
     async def fetch(self, first: int) -> list[AppliedEpoch]:
         if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_WAIT_MS / 1000 + 5))
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=FETCH_WAIT_MS / 1000 + 5),
+                headers={"Authorization": f"Bearer {self.access.token}"},
+                connector=aiohttp.TCPConnector(ssl=self.access.ssl if self.access.ssl is not None else True),
+            )
         url = self.urls[self._next_url % len(self.urls)]
         params = {"from": first, "limit": FETCH_EPOCHS_MAX, "wait_ms": FETCH_WAIT_MS}
         try:
             async with self.session.get(f"{url}/v1/log", params=params) as resp:
+                if resp.status in (401, 403):
+                    raise ConfigError(f"{url} refused the executor's API key ({resp.status}: "
+                                      f"{(await resp.text())[:200]}); check [security] executor_key_file")
                 resp.raise_for_status()
                 entries = msgspec.msgpack.decode(await resp.read(), type=list[AppliedEpoch])
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, msgspec.DecodeError) as exc:
             log.warning("log feed %s failed (%s); trying the next replica", url, exc)
             self._next_url += 1
             await asyncio.sleep(0.1)
@@ -133,23 +167,62 @@ class LogFeed:
             self._next_url += 1  # a lagging or isolated replica: ask another next time
         return entries
 
-    async def seed_digest(self, base: int) -> None:
-        """Learn the digest of epoch `base`, to chain-check everything after it."""
-        if base == 0:
-            self.digest = GENESIS_DIGEST
-            return
-        for _ in range(50):
-            entries = await self.fetch(base)
-            if entries and entries[0].number == base:
-                self.digest = entries[0].digest
-                return
-        raise InvariantViolation(f"no replica serves epoch {base}, where the shards stopped")
+    def _refuse(self, entry: AppliedEpoch, why: str) -> None:
+        self.refused += 1
+        url = self.urls[self._next_url % len(self.urls)]
+        log.error("refused epoch %d from %s: %s; asking the next replica", entry.number, url, why)
+        self._next_url += 1
 
-    def check(self, entry: AppliedEpoch) -> None:
-        digest = hashlib.sha256(self.digest.encode() + entry.data).hexdigest()
-        if digest != entry.digest:
-            raise InvariantViolation(f"epoch {entry.number}: the log digest chain is broken")
-        self.digest = digest
+    async def seed_digest(self, base: int) -> None:
+        """Learn the digest of epoch `base`, to chain-check everything after it.
+
+        The digest is authenticated by checking one link: the entry for
+        `base` must fold from its predecessor's digest under the log key, and
+        must hold epoch number `base`, so a forged or replayed entry cannot
+        seed the chain.
+        """
+        genesis = log_genesis_digest(self.access.log_key)
+        if base == 0:
+            self.digest = genesis
+            return
+        first = base - 1 if base > 1 else base
+        for _ in range(50):
+            entries = await self.fetch(first)
+            if base > 1 and len(entries) >= 2 and entries[0].number == base - 1:
+                previous, entry = entries[0].digest, entries[1]
+            elif base == 1 and entries:
+                previous, entry = genesis, entries[0]
+            else:
+                continue
+            if entry.number == base and self._links(previous, entry):
+                self.digest = entry.digest
+                return
+            self._refuse(entry, "its digest does not extend the chain under this cluster's log key")
+        raise InvariantViolation(f"no replica serves an authentic epoch {base}, where the shards stopped")
+
+    def _links(self, previous: str, entry: AppliedEpoch) -> bool:
+        if fold_log_digest(self.access.log_key, previous, entry.data) != entry.digest:
+            return False
+        try:
+            return decode_epoch(entry.data).number == entry.number
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return False
+
+    def accept(self, entries: list[AppliedEpoch], next_epoch: int) -> list[AppliedEpoch]:
+        """The leading run of `entries` from `next_epoch` that extends the chain; the rest is refused."""
+        out = []
+        for entry in entries:
+            if entry.number < next_epoch + len(out):
+                continue  # already consumed
+            if entry.number != next_epoch + len(out):
+                self._refuse(entry, f"expected epoch {next_epoch + len(out)}")
+                break
+            if not self._links(self.digest, entry):
+                self._refuse(entry, "its digest does not extend the chain (forged, corrupted, or another key)")
+                break
+            self.digest = entry.digest
+            out.append(entry)
+        return out
 
     async def close(self) -> None:
         if self.session is not None:
@@ -178,10 +251,12 @@ class StageTimes:
 
 
 class Runner:
-    def __init__(self, directory: Directory, node_urls: list[str], fault: FaultPlan | None = None) -> None:
+    def __init__(
+        self, directory: Directory, node_urls: list[str], access: FeedAccess, fault: FaultPlan | None = None
+    ) -> None:
         self.directory = directory
         self.shards: dict[str, ShardProxy] = {n: make_shard(s) for n, s in directory.shards.items()}
-        self.feed = LogFeed(node_urls)
+        self.feed = LogFeed(node_urls, access)
         self.state = State(complete=False)
         self.loads = Singleflight()
         self.fault = fault
@@ -215,8 +290,8 @@ class Runner:
         pushers = [asyncio.create_task(self._pusher(name)) for name in self.shards]
         try:
             while True:
-                entries = await self.feed.fetch(self.next_epoch)
-                epochs = [self._accept(e) for e in entries if e.number >= self.next_epoch]
+                entries = self.feed.accept(await self.feed.fetch(self.next_epoch), self.next_epoch)
+                epochs = [self._accept(e) for e in entries]
                 prefetch = asyncio.gather(*(self.preload(e) for e in epochs))
                 for epoch in epochs:
                     await self.run_epoch(epoch)
@@ -229,7 +304,6 @@ class Runner:
                 task.cancel()
 
     def _accept(self, entry: AppliedEpoch) -> Epoch:
-        self.feed.check(entry)
         epoch = decode_epoch(entry.data)
         if epoch.number != entry.number:
             raise InvariantViolation(f"journal entry {entry.number} holds epoch {epoch.number}")

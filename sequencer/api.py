@@ -2,8 +2,16 @@
 
 Owned here: the HTTP edge.  Handlers decode, enqueue and wait; they never
 order or execute anything themselves.  Every error is an RFC 9457
-`application/problem+json` body with a stable `type` (see `wire.problem`).
-Called by `ordo node` (`sequencer/cli.py`), which runs one app per replica.
+`application/problem+json` body with a stable `type` (see `wire.problem`)
+and a `field` naming what to fix; no handler ever answers a bare 500.
+Called by `ordo node` (`sequencer/cli.py`), which runs one app per replica
+behind `sequencer/edge.py`'s connection limits.
+
+Every request but `/healthz` carries `Authorization: Bearer <API key>`; the
+middleware authenticates it (401), applies the key's rate limit (429) and,
+for writes, insists on a plain `application/json` body (415) before any
+handler runs.  Handlers then check the key's scope (403) with the pure rules
+of `sequencer/security.py`.  Nothing is queued for a refused request.
 
 | method | path                          | what                                        |
 |--------|-------------------------------|---------------------------------------------|
@@ -21,26 +29,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 
 import msgspec
 from aiohttp import web
 
-from sequencer import wire
-from sequencer.errors import NotLeaderError, StoreUnavailable, ValidationError
+from sequencer import limits, wire
+from sequencer.errors import (
+    BodyTimeout,
+    ClockOffsetError,
+    Forbidden,
+    NotLeaderError,
+    RateLimited,
+    StoreUnavailable,
+    TooLarge,
+    Unauthenticated,
+    UnsupportedMedia,
+    ValidationError,
+)
 from sequencer.hlc import Timestamp
 from sequencer.node import Placement, SequencerNode
+from sequencer.security import (
+    ApiKey,
+    RateLimiter,
+    Scope,
+    check_may_read_account,
+    check_may_see_ledger,
+    check_may_submit_transfers,
+    require_scope,
+    retry_after_header,
+)
 from sequencer.types import Intent
-from sequencer.errors import ClockOffsetError
 
 log = logging.getLogger("ordo.api")
 
 NODE = web.AppKey("node", SequencerNode)
+LIMITER = web.AppKey("limiter", RateLimiter)
+KEY = web.RequestKey("key", ApiKey)  # the authenticated API key
+REQUEST_ID = web.RequestKey("request_id", str)
 
 #: Epochs handed to an executor per /v1/log call, and how long it may wait.
 LOG_LIMIT_MAX = 256
 LOG_WAIT_MS_MAX = 5_000
 #: Postings returned per page of account history.
 HISTORY_LIMIT_MAX = 1000
+#: Paths anyone may call: liveness probes carry no credentials.  /healthz
+#: shows the role, the leader, the term, W and the log digest, and nothing
+#: about any account.
+PUBLIC_PATHS = frozenset({"/healthz"})
 
 
 def problem_response(status: int, slug: str, title: str, detail: str, headers=None, **extra) -> web.Response:
@@ -63,45 +100,138 @@ def not_leader(exc: NotLeaderError) -> web.Response:
     )
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"query parameter {name!r} must be an integer, not {raw!r}", field=name) from None
+def parse_int(raw: str, name: str, low: int, high: int, what: str = "query parameter") -> int:
+    """An integer from a path or query: ASCII digits only, length-checked before int()."""
+    if not (0 < len(raw) <= limits.INT_DIGITS_MAX and raw.isascii() and raw.isdigit()):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise ValidationError(f"{what} {name!r} must be a decimal integer (ASCII digits) between {low} and "
+                              f"{high}, not {shown!r}", field=name)
+    value = int(raw)
     if not low <= value <= high:
-        raise ValidationError(f"query parameter {name!r} must be between {low} and {high}", field=name)
+        raise ValidationError(f"{what} {name!r} must be between {low} and {high}, not {value}", field=name)
     return value
 
 
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    return default if raw is None else parse_int(raw, name, low, high)
+
+
 def _path_id(request: web.Request) -> int:
-    raw = request.match_info["id"]
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
-        raise ValidationError(f"id must be an integer between 1 and 2**63-1, not {raw!r}", field="id")
-    return int(raw)
+    return parse_int(request.match_info["id"], "id", 1, 2**63 - 1, what="path id")
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body, within the body deadline and size limit."""
+    timeout_ms = request.app[NODE].config.http.body_read_timeout_ms
+    try:
+        return await asyncio.wait_for(request.read(), timeout_ms / 1000)
+    except asyncio.TimeoutError:
+        raise BodyTimeout(f"the request body did not arrive within {timeout_ms} ms", field="body") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise TooLarge(f"the request body exceeds {wire.BODY_BYTES_MAX} bytes; send at most "
+                       f"{wire.BATCH_EVENTS_MAX} events per request", field="body") from None
+
+
+# ------------------------------------------------------------- middleware
 
 
 @web.middleware
-async def errors_middleware(request: web.Request, handler):
+async def edge_middleware(request: web.Request, handler):
+    """Request id, authentication, media checks and rate limit; every error as problem+json."""
+    request_id = secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
     try:
+        response = await _guarded(request, handler)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the catch-all: a bug answers problem+json, logged once with its id
+        log.exception("request %s %s %s failed", request_id, request.method, request.path)
+        response = problem_response(
+            500, "internal", "Internal error",
+            f"the node failed on this request (request id {request_id}); a write may or may not have been "
+            f"applied: resubmit it with the same ids to learn its outcome ({type(exc).__name__})",
+            request_id=request_id,
+        )
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+async def _guarded(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        if request.path not in PUBLIC_PATHS:
+            key = request.app[NODE].keys.authenticate(request.headers.get("Authorization"))
+            request[KEY] = key
+            if request.method == "POST":
+                _check_body_headers(request)
+            _charge(request, key, 1)
         return await handler(request)
     except ValidationError as exc:
         return problem_response(400, "invalid-request", "Invalid request", exc.detail, field=exc.field)
+    except Unauthenticated as exc:
+        return problem_response(401, "unauthenticated", "Authentication required", exc.detail, field=exc.field,
+                                headers={"WWW-Authenticate": 'Bearer realm="ordo"'})
+    except Forbidden as exc:
+        return problem_response(403, "forbidden", "Outside this key's scope", exc.detail, field=exc.field)
+    except TooLarge as exc:
+        return problem_response(413, "too-large", "Request too large", exc.detail, field=exc.field or "body")
+    except UnsupportedMedia as exc:
+        return problem_response(415, "unsupported-media-type", "Unsupported media type", exc.detail, field=exc.field)
+    except BodyTimeout as exc:
+        response = problem_response(408, "body-timeout", "Request body too slow", exc.detail, field=exc.field)
+        response.force_close()
+        return response
+    except RateLimited as exc:
+        return problem_response(429, "rate-limited", "Rate limit reached", str(exc),
+                                headers={"Retry-After": retry_after_header(exc.retry_after_s)})
     except NotLeaderError as exc:
         return not_leader(exc)
     except ClockOffsetError as exc:
-        return problem_response(400, "clock-offset", "HLC too far ahead", str(exc))
+        return problem_response(400, "clock-offset", "HLC too far ahead", str(exc), field="after")
     except StoreUnavailable as exc:
         return problem_response(
             503, "store-unavailable", "Store unavailable", f"{exc}; other shards still answer at the last W",
             headers={"Retry-After": "1"},
         )
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            return problem_response(exc.status, "http", exc.reason, exc.text or exc.reason)
-        raise
+        if exc.status < 400:
+            raise
+        return _http_problem(request, exc)
+
+
+def _http_problem(request: web.Request, exc: web.HTTPException) -> web.Response:
+    headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+    if exc.status == 404:
+        return problem_response(404, "not-found", "Not found", f"no such path {request.path!r}; see the API table "
+                                "in the README", field="path")
+    if exc.status == 405:
+        return problem_response(405, "method-not-allowed", "Method not allowed",
+                                f"{request.method} is not allowed on {request.path}; use {headers.get('Allow', '')}",
+                                headers=headers, field="method")
+    return problem_response(exc.status, "http", exc.reason, exc.text or exc.reason, headers=headers or None)
+
+
+def _check_body_headers(request: web.Request) -> None:
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMedia(f"request bodies must not be compressed (Content-Encoding: {encoding}); "
+                               f"send plain JSON", field="Content-Encoding")
+    if request.content_type != "application/json":
+        raise UnsupportedMedia(f"writes take Content-Type: application/json, not {request.content_type!r}",
+                               field="Content-Type")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise UnsupportedMedia(f"JSON bodies are UTF-8, not {charset!r}", field="Content-Type")
+    if request.content_length is not None and request.content_length > wire.BODY_BYTES_MAX:
+        raise TooLarge(f"the request body is {request.content_length} bytes; the limit is {wire.BODY_BYTES_MAX}",
+                       field="body")
+
+
+def _charge(request: web.Request, key: ApiKey, cost: int) -> None:
+    wait_s = request.app[LIMITER].take(key, cost, time.monotonic())
+    if wait_s is not None:
+        raise RateLimited(f"API key {key.id} is over its rate of {key.rate()[0]:g} events/s; "
+                          f"retry after the delay", wait_s)
 
 
 # ------------------------------------------------------------------ writes
@@ -113,6 +243,8 @@ async def _submit(request: web.Request, intents: list[Intent]) -> web.Response:
     ack = request.query.get("ack", "applied")
     if ack not in ("applied", "committed"):
         raise ValidationError("ack must be 'applied' or 'committed'", field="ack")
+    if len(intents) > 1:
+        _charge(request, request[KEY], len(intents) - 1)  # the middleware charged the first event
     try:
         submission = node.submit(intents)
     except asyncio.QueueFull:
@@ -150,8 +282,9 @@ def _committed(node: SequencerNode, placement: Placement, intents: list[Intent])
 
 async def post_accounts(request: web.Request) -> web.Response:
     node = request.app[NODE]
+    require_scope(request[KEY], Scope.OPERATOR, what="creating accounts")
     node.require_leader()
-    intents = wire.decode_accounts(await request.read())
+    intents = wire.decode_accounts(await read_body(request))
     for i, account in enumerate(intents):
         reason = node.config.directory.admit_account(account.id, account.ledger)
         if reason is not None:
@@ -161,8 +294,12 @@ async def post_accounts(request: web.Request) -> web.Response:
 
 # TLA+: Ordo!Submit -- a client's batch enters the leader's queue.
 async def post_transfers(request: web.Request) -> web.Response:
+    key = request[KEY]
+    require_scope(key, Scope.OPERATOR, Scope.CLIENT, what="submitting transfers")
     request.app[NODE].require_leader()
-    return await _submit(request, wire.decode_transfers(await request.read()))
+    intents = wire.decode_transfers(await read_body(request))
+    check_may_submit_transfers(key, intents)
+    return await _submit(request, intents)
 
 
 # ------------------------------------------------------------------- reads
@@ -175,9 +312,7 @@ async def _read_epoch(request: web.Request) -> int:
     w = await node.watermark.refresh()
     if after is None:
         return w
-    if not after.isdigit():
-        raise ValidationError("after must be an HLC timestamp as returned by a write", field="after")
-    wanted = int(after)
+    wanted = parse_int(after, "after", 0, 2**64 - 1)
     node.hlc.check_remote(Timestamp.unpack(wanted))
     deadline = asyncio.get_running_loop().time() + node.config.sequencer.ack_timeout_ms / 1000
     while True:
@@ -195,15 +330,27 @@ def _snapshot(node: SequencerNode, w: int) -> dict:
     return {"watermark": w, "hlc": entry.hlc_last if entry else 0}
 
 
-async def get_account(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    account_id = _path_id(request)
-    w = await _read_epoch(request)
+async def _load_account(request: web.Request, account_id: int, w: int):
+    """The account at W, after the key's scope checks (403), or None."""
+    node, key = request.app[NODE], request[KEY]
+    check_may_read_account(key, account_id)
     shard = node.config.directory.account_shard(account_id)
     found = await node.shards[shard].load_accounts([account_id], w) if shard else {}
     account = found.get(account_id)
+    if account is not None:
+        check_may_see_ledger(key, account_id, account.ledger)
+    return account
+
+
+async def get_account(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    account_id = _path_id(request)
+    check_may_read_account(request[KEY], account_id)
+    w = await _read_epoch(request)
+    account = await _load_account(request, account_id, w)
     if account is None:
-        return problem_response(404, "account-not-found", "Account not found", f"no account {account_id} at W={w}")
+        return problem_response(404, "account-not-found", "Account not found", f"no account {account_id} at W={w}",
+                                field="id")
     return json_response({**_account_json(account, node), **_snapshot(node, w)})
 
 
@@ -214,20 +361,26 @@ SNAPSHOT_IDS_MAX = 128
 async def get_accounts(request: web.Request) -> web.Response:
     """Several accounts at ONE W: how a reader sees both legs of a trade together."""
     node = request.app[NODE]
+    key = request[KEY]
     raw = request.query.get("ids", "")
     parts = [p for p in raw.split(",") if p]
-    if not parts or len(parts) > SNAPSHOT_IDS_MAX or not all(p.isdigit() and 0 < int(p) < 2**63 for p in parts):
+    if not parts or len(parts) > SNAPSHOT_IDS_MAX:
         raise ValidationError(f"ids must be 1 to {SNAPSHOT_IDS_MAX} comma-separated account ids", field="ids")
+    ids = [parse_int(p, "ids", 1, 2**63 - 1) for p in parts]
+    for account_id in ids:
+        check_may_read_account(key, account_id, field_name="ids")
     w = await _read_epoch(request)
     by_shard: dict[str, list[int]] = {}
-    for account_id in map(int, parts):
+    for account_id in ids:
         shard = node.config.directory.account_shard(account_id)
         if shard is not None:
             by_shard.setdefault(shard, []).append(account_id)
     found = {}
-    for shard, ids in by_shard.items():
-        found.update(await node.shards[shard].load_accounts(ids, w))
-    accounts = [_account_json(found[i], node) for i in map(int, parts) if i in found]
+    for shard, shard_ids in by_shard.items():
+        found.update(await node.shards[shard].load_accounts(shard_ids, w))
+    for account_id, account in found.items():
+        check_may_see_ledger(key, account_id, account.ledger, field_name="ids")
+    accounts = [_account_json(found[i], node) for i in ids if i in found]
     return json_response({"accounts": accounts, **_snapshot(node, w)})
 
 
@@ -244,10 +397,12 @@ async def get_account_transfers(request: web.Request) -> web.Response:
     account_id = _path_id(request)
     after_seq = _int_param(request, "after_seq", 0, 0, 2**63 - 1)
     limit = _int_param(request, "limit", 100, 1, HISTORY_LIMIT_MAX)
+    check_may_read_account(request[KEY], account_id)
     w = await _read_epoch(request)
+    if await _load_account(request, account_id, w) is None:
+        return problem_response(404, "account-not-found", "Account not found", f"no account {account_id} at W={w}",
+                                field="id")
     shard = node.config.directory.account_shard(account_id)
-    if shard is None:
-        return problem_response(404, "account-not-found", "Account not found", f"no account {account_id}")
     postings = await node.shards[shard].read_postings(account_id, w, after_seq, limit)
     rows = []
     for p in postings:
@@ -263,8 +418,9 @@ async def get_transfer(request: web.Request) -> web.Response:
     w = await _read_epoch(request)
     shard = node.shards[node.config.directory.transfer_shard(transfer_id)]
     record = (await shard.load_transfers([transfer_id], w)).get(transfer_id)
-    if record is None:
-        return problem_response(404, "transfer-not-found", "Transfer not found", f"no transfer {transfer_id} at W={w}")
+    if record is None or not _may_see_transfer(request[KEY], record.transfer):
+        return problem_response(404, "transfer-not-found", "Transfer not found", f"no transfer {transfer_id} at W={w}",
+                                field="id")
     resolution = (await shard.load_resolutions([transfer_id], w)).get(transfer_id)
     body = {
         **wire.transfer_json(record.transfer),
@@ -277,7 +433,19 @@ async def get_transfer(request: web.Request) -> web.Response:
     return json_response({**body, **_snapshot(node, w)})
 
 
+def _may_see_transfer(key: ApiKey, transfer) -> bool:
+    """A client key sees a transfer that touches one of its accounts on one of its
+    ledgers; any other transfer is 'not found' to it, so ids reveal nothing."""
+    if key.scope is Scope.OPERATOR:
+        return True
+    if key.scope is not Scope.CLIENT:
+        return False
+    ledger_ok = transfer.ledger == 0 or key.covers_ledger(transfer.ledger)
+    return ledger_ok and (key.covers_account(transfer.debit_account_id) or key.covers_account(transfer.credit_account_id))
+
+
 async def get_log(request: web.Request) -> web.Response:
+    require_scope(request[KEY], Scope.REPLICA, what="reading the log")
     node = request.app[NODE]
     first = _int_param(request, "from", 1, 1, 2**62)
     limit = _int_param(request, "limit", 64, 1, LOG_LIMIT_MAX)
@@ -306,8 +474,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_app(node: SequencerNode) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=wire.BODY_BYTES_MAX)
+    app = web.Application(middlewares=[edge_middleware], client_max_size=wire.BODY_BYTES_MAX)
     app[NODE] = node
+    app[LIMITER] = RateLimiter()
     app.router.add_post("/v1/accounts", post_accounts)
     app.router.add_post("/v1/transfers", post_transfers)
     app.router.add_get("/v1/accounts", get_accounts)

@@ -45,7 +45,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, free_ports
+from sequencer.cluster import LocalCluster, free_ports, provision_security
 from sequencer.errors import ConfigError
 from sequencer.types import hlc_ms
 from sequencer.wire import BATCH_EVENTS_MAX
@@ -596,6 +596,14 @@ class BenchCluster:
     def urls(self) -> list[str]:
         return self.external or self.local.urls
 
+    def client(self, seed: int) -> OrdoClient:
+        if self.local is not None:
+            return self.local.client(seed)
+        token = os.environ.get("ORDO_API_KEY")
+        if not token:
+            raise ConfigError("--url needs an operator API key in the environment variable ORDO_API_KEY")
+        return OrdoClient(self.external, seed=seed, token=token)
+
     def start(self) -> None:
         if self.external:
             return
@@ -617,6 +625,7 @@ class BenchCluster:
             "nodes": [{"id": i + 1, "raft": f"127.0.0.1:{ports[2 * i]}", "http": f"127.0.0.1:{ports[2 * i + 1]}"}
                       for i in range(3)],
             "directory": {"shards": shards, "ranges": [{"first": 1, "last": 2**63 - 2, "shards": sorted(shards)}]},
+            "security": provision_security(self.root),
         }
         path = self.root / "cluster.json"
         path.write_text(json.dumps(config, indent=2))
@@ -856,7 +865,7 @@ class Bench:
         started = time.monotonic()
         cluster.start()
         try:
-            async with OrdoClient(cluster.urls, seed=self.seed) as client:
+            async with cluster.client(self.seed) as client:
                 leader = await client.wait_for_leader()
                 await setup_accounts(client, self.accounts, self.funding)
                 console.print(f"[bold]ordo[/] zipf={zipf}: cluster ready in {time.monotonic() - started:.1f} s "
@@ -1175,7 +1184,8 @@ def _floats(text: str) -> list[float]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """`ordo bench`'s knobs (the subparser itself is built in sequencer/cli.py)."""
-    p.add_argument("--url", action="append", help="bench a running cluster at this API URL (repeat per replica)")
+    p.add_argument("--url", action="append",
+                   help="bench a running cluster at this API URL (repeat per replica; operator key in ORDO_API_KEY)")
     p.add_argument("--stores", choices=("sqlite", "postgres"), default="sqlite",
                    help="shards of the cluster the bench starts: embedded SQLite (default) or PostgreSQL")
     p.add_argument("--shards", type=int, default=2, help="shards of the cluster the bench starts (default 2)")

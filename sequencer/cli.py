@@ -47,6 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every invariant against a running cluster's stores")
     _config_arg(verify)
 
+    secrets_cmd = sub.add_parser("secrets", help="generate a cluster secret, API keys and (optionally) TLS files")
+    secrets_cmd.add_argument("--dir", type=Path, required=True, help="folder to write them to (created, mode 0700)")
+    secrets_cmd.add_argument("--tls-hosts", default="", help="comma-separated names and IPs for a server "
+                             "certificate signed by a new private CA, e.g. sequencer-1,sequencer-2,127.0.0.1")
+
+    keys = sub.add_parser("keys", help="create, list and revoke API keys (the file stores only their hashes)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="add a key to the keys file and print its token once")
+    create.add_argument("--file", type=Path, required=True, help="the api_keys_file named in [security]")
+    create.add_argument("--scope", required=True, choices=["operator", "client", "replica"])
+    create.add_argument("--ledgers", default="", help="client keys: comma-separated ledgers, e.g. 1,2")
+    create.add_argument("--accounts", default="", help="client keys: account id ranges, e.g. 1000-1999,5000-5999")
+    create.add_argument("--rate", type=float, default=None, help="events per second (default by scope)")
+    create.add_argument("--burst", type=int, default=None, help="events a full bucket holds (default by scope)")
+    create.add_argument("--label", default="", help="a note on who holds the key")
+    listing = keys_sub.add_parser("list", help="show the keys in a keys file (never their tokens)")
+    listing.add_argument("--file", type=Path, required=True)
+    revoke = keys_sub.add_parser("revoke", help="remove a key by id (restart the nodes to apply)")
+    revoke.add_argument("--file", type=Path, required=True)
+    revoke.add_argument("--id", required=True, help="the key id: the 12 hex digits after 'ordo_'")
+
     from sequencer.bench import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="measure throughput and latency; compare with PostgreSQL baselines")
@@ -75,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             from sequencer.demo import verify_cluster_cli
 
             return asyncio.run(verify_cluster_cli(args.config))
+        if args.command == "keys":
+            return _keys(args)
+        if args.command == "secrets":
+            return _secrets(args)
         if args.command == "bench":
             from sequencer.bench import normalize, run_bench
 
@@ -95,22 +120,71 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
+def _secrets(args: argparse.Namespace) -> int:
+    from sequencer.cluster import provision_security
+
+    if args.dir.exists() and any(args.dir.iterdir()):
+        raise ConfigError(f"{args.dir} is not empty; secrets are never overwritten (remove it to start over)")
+    hosts = [h.strip() for h in args.tls_hosts.split(",") if h.strip()]
+    section = provision_security(args.dir, hosts or None, folder=args.dir)
+    print("[security]")
+    for name, path in section.items():
+        print(f'{name} = "{path}"')
+    print(f"wrote the cluster secret, API keys (operator token in {args.dir / 'operator.key'})"
+          + (", and a private CA with a server certificate" if hosts else ""), file=sys.stderr)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from sequencer.security import KeyRing, Scope, new_key, parse_ranges, write_keys_file
+
+    ring = KeyRing.load(args.file) if args.file.exists() or args.keys_command != "create" else KeyRing([])
+    if args.keys_command == "list":
+        for key in ring.keys.values():
+            scope = f"ledgers {key.ledgers} accounts {key.accounts}" if key.scope == Scope.CLIENT else ""
+            print(f"{key.id}  {key.scope:<8}  {key.rate()[0]:g}/s  {scope}  {key.label}")
+        return 0
+    if args.keys_command == "revoke":
+        if args.id not in ring.keys:
+            raise ConfigError(f"no key {args.id} in {args.file}; 'ordo keys list --file {args.file}' shows them")
+        write_keys_file(args.file, [k for k in ring.keys.values() if k.id != args.id])
+        print(f"revoked {args.id}; restart the nodes to apply")
+        return 0
+    try:
+        ledgers = [int(x) for x in args.ledgers.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--ledgers takes comma-separated integers, not {args.ledgers!r}") from None
+    token, record = new_key(Scope(args.scope), ledgers, parse_ranges(args.accounts), args.rate, args.burst, args.label)
+    write_keys_file(args.file, [*KeyRing([*ring.keys.values(), record]).keys.values()])
+    print(token)
+    print(f"added {args.scope} key {record.id} to {args.file}; the token above is shown once, store it now "
+          f"(restart the nodes to load it)", file=sys.stderr)
+    return 0
+
+
 async def _run_node(config_path: Path, node_id: int) -> int:
     from aiohttp import web
 
     from sequencer.api import make_app
-    from sequencer.config import ClusterConfig
+    from sequencer.config import ClusterConfig, is_loopback
+    from sequencer.edge import EdgeSite, runner_options
     from sequencer.node import SequencerNode
 
+    node_log = logging.getLogger("ordo.node")
     config = ClusterConfig.load(config_path)
     node = SequencerNode(config, node_id)
+    server_ssl = config.security.server_ssl()
+    if server_ssl is None and is_loopback(node.spec.http):
+        node_log.warning("serving plain HTTP on %s: allowed on loopback only; set [security] tls_cert_file and "
+                         "tls_key_file to serve HTTPS", node.spec.http)
     await node.start()
-    runner = web.AppRunner(make_app(node), access_log=None)
+    runner = web.AppRunner(make_app(node), **runner_options(config.http.idle_timeout_ms))
     await runner.setup()
     host, port = node.spec.http.rsplit(":", 1)
-    await web.TCPSite(runner, host, int(port)).start()
+    await EdgeSite(runner, host, int(port), ssl_context=server_ssl, connections_max=config.http.connections_max,
+                   header_timeout_ms=config.http.header_read_timeout_ms).start()
     tasks = [asyncio.create_task(node.watermark.run()), asyncio.create_task(node.drain())]
-    logging.getLogger("ordo.node").info("node %d serving http://%s, raft %s", node_id, node.spec.http, node.spec.raft)
+    node_log.info("node %d serving %s, raft %s", node_id, node.spec.url, node.spec.raft)
     waiter = asyncio.create_task(_until_signalled())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:
@@ -128,7 +202,7 @@ async def _run_executor(config_path: Path) -> int:
     from sequencer.config import ClusterConfig
 
     config = ClusterConfig.load(config_path)
-    runner = Runner(config.directory, [n.url for n in config.nodes], FaultPlan.from_env())
+    runner = Runner(config.directory, [n.url for n in config.nodes], feed_access(config), FaultPlan.from_env())
     task = asyncio.create_task(runner.run())
     waiter = asyncio.create_task(_until_signalled())
     done, _ = await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
@@ -137,6 +211,18 @@ async def _run_executor(config_path: Path) -> int:
     task.cancel()
     await runner.close()
     return 0
+
+
+def feed_access(config):
+    """The executor's (and `ordo verify`'s) credentials for the log feed, from the config."""
+    from executor.runner import FeedAccess
+    from sequencer.security import log_key
+
+    if not config.security.executor_key.configured:
+        raise ConfigError("[security] must name executor_key_file or executor_key_env: the executor reads the log "
+                          "with a replica-scope API key ('ordo keys create --scope replica' makes one)")
+    return FeedAccess(log_key(config.security.cluster_secret()), config.security.executor_key.read(),
+                      config.security.client_ssl())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl as _ssl
 import time
 from dataclasses import dataclass, field
 
@@ -47,8 +48,19 @@ class ClientStats:
 
 
 class OrdoClient:
-    def __init__(self, urls: list[str], seed: int = 0, request_timeout_s: float = 35.0) -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        seed: int = 0,
+        request_timeout_s: float = 35.0,
+        token: str | None = None,
+        ssl: _ssl.SSLContext | None = None,
+    ) -> None:
+        """`token` is the API key sent as `Authorization: Bearer`; `ssl` the
+        trust for https members (None: the system's CA store)."""
         self.members = list(urls)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._ssl = ssl
         self.leader: str | None = None
         self.stats = ClientStats()
         self._rng = random.Random(seed)
@@ -64,8 +76,8 @@ class OrdoClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=256)
-            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
+            connector = aiohttp.TCPConnector(limit=256, ssl=self._ssl if self._ssl is not None else True)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, connector=connector, headers=self._headers)
         return self._session
 
     async def close(self) -> None:

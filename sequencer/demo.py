@@ -76,7 +76,8 @@ async def run_demo(args: argparse.Namespace) -> int:
 async def drive(cluster: LocalCluster, args: argparse.Namespace, seed: int, mix: Mix | None = None) -> int:
     started = time.monotonic()
     cluster.start()
-    async with OrdoClient(cluster.urls, seed=seed) as client:
+    print_credentials(cluster)
+    async with cluster.client(seed) as client:
         leader = await client.wait_for_leader()
         console.print(f"cluster up in {time.monotonic() - started:.1f} s; leader {leader}")
         workload = Workload(seed, args.accounts, mix or Mix())
@@ -203,8 +204,21 @@ def _report_load(stats: LoadStats, elapsed: float, monitor: LeaderMonitor, clien
     console.print(codes)
 
 
+def print_credentials(cluster: LocalCluster) -> None:
+    security = cluster.config.security
+    folder = security.api_keys_file.parent
+    console.print(f"credentials in {folder}: operator API key [bold]{folder / 'operator.key'}[/] "
+                  f"(send it as 'Authorization: Bearer <key>'), executor key {security.executor_key_file}, "
+                  f"cluster secret {security.secret_file}")
+
+
+def log_reader(config: ClusterConfig, urls: list[str]) -> OrdoClient:
+    """A client holding the replica-scope key: only it may read /v1/log."""
+    return OrdoClient(urls, token=config.security.executor_key.read(), ssl=config.security.client_ssl())
+
+
 async def fetch_log(client: OrdoClient, urls: list[str], last: int) -> list[AppliedEpoch]:
-    """The committed log 1..last from any replica."""
+    """The committed log 1..last from any replica (`client` must hold a replica-scope key)."""
     entries: list[AppliedEpoch] = []
     while len(entries) < last:
         first = len(entries) + 1
@@ -245,7 +259,8 @@ async def verify_cluster(config: ClusterConfig, client: OrdoClient, urls: list[s
         dumps = {name: await s.dump(w) for name, s in shards.items()}
     finally:
         await asyncio.gather(*(s.close() for s in shards.values()), return_exceptions=True)
-    epochs = [decode_epoch(e.data) for e in await fetch_log(client, urls, w)]
+    async with log_reader(config, urls) as reader:
+        epochs = [decode_epoch(e.data) for e in await fetch_log(reader, urls, w)]
     oracle_shards = await replay_serial(epochs, config.directory)
     oracle = {name: await s.dump(w) for name, s in oracle_shards.items()}
     checks = [
@@ -287,5 +302,5 @@ def _report_checks(checks: list[Check]) -> int:
 async def verify_cluster_cli(config_path: Path) -> int:
     config = ClusterConfig.load(config_path)
     urls = [n.url for n in config.nodes]
-    async with OrdoClient(urls) as client:
+    async with log_reader(config, urls) as client:
         return _report_checks(await verify_cluster(config, client, urls, {}))

@@ -50,3 +50,43 @@ class NotLeaderError(OrdoError):
 
 class StoreUnavailable(OrdoError):
     """A shard's store did not answer; the caller retries with backoff."""
+
+
+class _RequestError(OrdoError):
+    """A request refused at the edge; `field` names what to fix (a JSON path or a header)."""
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.field = field
+
+
+class Unauthenticated(_RequestError):
+    """No credential, or one that is not a valid API key (HTTP 401)."""
+
+    def __init__(self, detail: str, field: str | None = "Authorization") -> None:
+        super().__init__(detail, field)
+
+
+class Forbidden(_RequestError):
+    """A valid API key asked for something outside its scope (HTTP 403)."""
+
+
+class TooLarge(_RequestError):
+    """A request that can never fit one epoch (HTTP 413)."""
+
+
+class UnsupportedMedia(_RequestError):
+    """A body that is not plain JSON: wrong Content-Type, or any Content-Encoding (HTTP 415)."""
+
+
+class BodyTimeout(_RequestError):
+    """The request body did not arrive within the body deadline (HTTP 408)."""
+
+
+class RateLimited(OrdoError):
+    """The API key spent its rate; retry after `retry_after_s` (HTTP 429)."""
+
+    def __init__(self, detail: str, retry_after_s: float) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s

@@ -17,11 +17,18 @@ pysyncobj behaviour we design around (DESIGN.md):
 * Any attribute set after `SyncObj.__init__` is pickled into its snapshots.
   All of ours are set before it, and compaction is pushed out of reach so
   that a replica's journal always holds every epoch.
+* It frames every message, log entry and journal header as a pickle
+  (protocol 2).  Fernet (`password`) keeps strangers out; on top of that,
+  `harden_pysyncobj_unpickling` makes every unpickle in pysyncobj refuse all
+  globals but the few plain-data constructors protocol 2 needs, so even a
+  holder of the cluster secret cannot name a callable to run.
 """
 
 from __future__ import annotations
 
-import hashlib
+import builtins
+import io
+import pickle
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -29,13 +36,77 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import pysyncobj.journal
+import pysyncobj.pickle
+import pysyncobj.serializer
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from sequencer.errors import ConfigError, InvariantViolation
 from sequencer.hlc import HLC, Timestamp
-from sequencer.types import Epoch, decode_epoch, encode_epoch
+from sequencer.types import decode_epoch, encode_epoch, fold_log_digest, log_genesis_digest
 
-GENESIS_DIGEST = hashlib.sha256(b"ordo/log/v1").hexdigest()
+
+def _bytes_from_latin1(text: str = "", encoding: str = "latin1", errors: str = "strict") -> bytes:
+    """What protocol 2 pickles `bytes` as (`_codecs.encode(s, 'latin1')`), and nothing else."""
+    if encoding != "latin1" or errors != "strict" or not isinstance(text, str):
+        raise pickle.UnpicklingError("refused _codecs.encode with anything but (str, 'latin1')")
+    return text.encode("latin1")
+
+
+def _empty(kind):
+    def make(*args):
+        if args and not (len(args) == 1 and isinstance(args[0], (list, tuple, str, bytes))):
+            raise pickle.UnpicklingError(f"refused {kind.__name__}{args!r}")
+        return kind(*args)
+    return make
+
+
+#: The only globals pysyncobj's plain-data pickles (protocol 2) reference.
+_DATA_GLOBALS = {
+    ("_codecs", "encode"): _bytes_from_latin1,
+    **{(module, kind.__name__): _empty(kind)
+       for module in ("builtins", "__builtin__") for kind in (bytes, bytearray, set, frozenset)},
+}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds plain data and refuses every other global.
+
+    Without a callable from `find_class`, a pickle's REDUCE has nothing to
+    call, so no pickle can run code.  Protocol 2 needs only the constructors
+    in `_DATA_GLOBALS` (bytes are `_codecs.encode(str, 'latin1')`).
+    """
+
+    def find_class(self, module: str, name: str):
+        found = _DATA_GLOBALS.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refused to unpickle {module}.{name}: pysyncobj's data holds no objects")
+        return found
+
+
+def _data_loads(data) -> object:
+    return _DataOnlyUnpickler(io.BytesIO(pysyncobj.pickle.to_bytes(data))).load()
+
+
+def _data_load(file) -> object:
+    return _DataOnlyUnpickler(file).load()
+
+
+def harden_pysyncobj_unpickling() -> None:
+    """Route every unpickle in pysyncobj (messages, entries, journal, snapshots) through `_DataOnlyUnpickler`.
+
+    pysyncobj's own `loads` falls back to the pure-Python unpickler on any
+    error; replacing it removes that second chance too.
+    """
+    pysyncobj.pickle.loads = _data_loads
+    pysyncobj.pickle.load = _data_load
+    pysyncobj.journal.loads = _data_loads  # imported by name; the serializer and the TCP
+    # connection call `pysyncobj.pickle.load[s]` through the module, so they are covered above.
+    if pysyncobj.serializer.pickle is not pysyncobj.pickle:
+        raise InvariantViolation("pysyncobj's serializer no longer unpickles through pysyncobj.pickle")
+
+
+harden_pysyncobj_unpickling()
 
 
 @dataclass(frozen=True)
@@ -67,9 +138,16 @@ class LogConfig:
         if not self.epoch_bytes_max * 2 <= self.append_entries_batch_bytes < 64 * 1024:
             raise ConfigError("append_entries_batch_bytes must hold two epochs and stay below 64 KiB")
 
-    def syncobj_conf(self, journal_path: Path | None) -> SyncObjConf:
+    def syncobj_conf(self, journal_path: Path | None, bind_address: str, password: str | None) -> SyncObjConf:
         self.check()
         return SyncObjConf(
+            # Bind exactly the configured address: pysyncobj binds 0.0.0.0
+            # unless told otherwise, which exposed the Raft port to the network.
+            bindAddress=bind_address,
+            # Fernet (AES-CBC + HMAC-SHA256) on every message, checked before
+            # pysyncobj unpickles it: without it, anyone reaching the port
+            # could run code in the replica.  None only on loopback.
+            password=password,
             raftMinTimeout=self.election_timeout_ms_min / 1000,
             raftMaxTimeout=self.election_timeout_ms_max / 1000,
             appendEntriesPeriod=self.append_entries_period_ms / 1000,
@@ -164,6 +242,8 @@ class ReplicatedLog(SyncObj):
         data_dir: Path,
         config: LogConfig,
         on_applied: Callable[[AppliedEpoch], None],
+        log_key: bytes,
+        raft_password: str | None,
     ) -> None:
         # Everything set before SyncObj.__init__ is excluded from its pickled snapshots.
         self._hlc = hlc
@@ -172,9 +252,10 @@ class ReplicatedLog(SyncObj):
         self._config = config
         self._last_number = 0
         self._last_hlc = 0
-        self._digest = GENESIS_DIGEST
+        self._log_key = log_key
+        self._digest = log_genesis_digest(log_key)
         self._state_lock = threading.Lock()
-        conf = config.syncobj_conf(data_dir / "raft.journal")
+        conf = config.syncobj_conf(data_dir / "raft.journal", self_address, raft_password)
         super().__init__(self_address, partners, conf)
         if config.journal_flush:
             _flush_journal_on_append(self)
@@ -194,7 +275,7 @@ class ReplicatedLog(SyncObj):
                 return None
             number = self._last_number + 1
             stored = encode_epoch(msgspec.structs.replace(epoch, number=number))
-            digest = hashlib.sha256(self._digest.encode() + stored).hexdigest()
+            digest = fold_log_digest(self._log_key, self._digest, stored)
             entry = AppliedEpoch(number, epoch.hlc_last, digest, stored)
             self._journal.append(entry)
             self._last_number, self._last_hlc, self._digest = number, epoch.hlc_last, digest

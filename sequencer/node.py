@@ -19,20 +19,17 @@ import msgspec
 
 from proxies.base import ShardProxy
 from proxies.factory import make_shard
+from sequencer import limits
 from sequencer.batcher import EpochBatcher
 from sequencer.config import ClusterConfig
 from sequencer.epochs import build_epoch
-from sequencer.errors import InvariantViolation, NotLeaderError
+from sequencer.errors import InvariantViolation, NotLeaderError, TooLarge, ValidationError
 from sequencer.hlc import HLC, CounterOverflowError
 from sequencer.log import AppliedEpoch, EpochJournal, ReplicatedLog
+from sequencer.security import log_key, raft_password
 from sequencer.types import Intent, encode_epoch
 
 log = logging.getLogger("ordo.node")
-
-#: Bytes an intent adds to an epoch beyond its own encoding: its HLC stamp
-#: (9), its index in a group (<= 5) and list framing.  An upper bound, so that
-#: the batcher's sum never underestimates the encoded epoch.
-INTENT_OVERHEAD_BYTES = 16
 
 
 @dataclass
@@ -147,7 +144,16 @@ class SequencerNode:
         self.journal = EpochJournal(self.dir / "epochs.db")
         self.raft_to_http = {n.raft: n.url for n in config.nodes}
         self.queue: asyncio.Queue[Submission] = asyncio.Queue(config.sequencer.queue_batches_max)
-        self.batcher = EpochBatcher(epoch_ms=config.sequencer.epoch_ms, epoch_bytes_max=config.log.epoch_bytes_max)
+        self.batcher = EpochBatcher(
+            epoch_ms=config.sequencer.epoch_ms, epoch_bytes_max=limits.epoch_budget_bytes(config.log.epoch_bytes_max)
+        )
+        secret = config.security.cluster_secret()
+        if secret is None:
+            log.warning("no cluster secret configured: Raft messages are neither authenticated nor encrypted; "
+                        "this is safe only while every replica listens on loopback")
+        self.log_key = log_key(secret)
+        self._raft_password = raft_password(secret) if secret is not None else None
+        self.keys = config.security.key_ring()
         self.shards = {name: make_shard(spec) for name, spec in config.directory.shards.items()}
         self.watermark = Watermark(self.shards)
         self.results = ResultsCache(self.shards)
@@ -161,7 +167,8 @@ class SequencerNode:
         await asyncio.gather(*(s.open() for s in self.shards.values()))
         partners = [n.raft for n in self.config.nodes if n.id != self.spec.id]
         self.log = ReplicatedLog(
-            self.spec.raft, partners, self.hlc, self.journal, self.dir, self.config.log, self._on_applied
+            self.spec.raft, partners, self.hlc, self.journal, self.dir, self.config.log, self._on_applied,
+            self.log_key, self._raft_password,
         )
 
     # -- called on pysyncobj's thread -------------------------------------
@@ -190,9 +197,17 @@ class SequencerNode:
     # -- the write path ------------------------------------------------------
 
     def submit(self, intents: list[Intent]) -> Submission:
-        """Enqueue a request batch (raises asyncio.QueueFull when saturated)."""
+        """Enqueue a request batch (raises asyncio.QueueFull when saturated).
+
+        A batch that could never fit one epoch is refused here, before it is
+        queued (config validation makes that impossible for a valid request;
+        this is the second line of defence).
+        """
         self.require_leader()
-        size = len(msgspec.msgpack.encode(intents)) + INTENT_OVERHEAD_BYTES * len(intents)
+        size = limits.submission_bytes(len(msgspec.msgpack.encode(intents)), len(intents))
+        if size > self.batcher.epoch_bytes_max:
+            raise TooLarge(f"the batch needs {size} bytes of an epoch, which holds {self.batcher.epoch_bytes_max}; "
+                           f"split it into smaller batches (keep each linked chain in one batch)")
         submission = Submission(intents, size)
         self.queue.put_nowait(submission)
         return submission
@@ -214,12 +229,26 @@ class SequencerNode:
                 self._propose(closed)
 
     def _add(self, item: Submission) -> None:
-        ready = self.batcher.add(item, item.size_bytes, _mono_ms())
+        # The drain loop must never die on one item: a bad item fails alone.
+        try:
+            ready = self.batcher.add(item, item.size_bytes, _mono_ms())
+        except ValidationError as exc:
+            _fail(item.done, TooLarge(exc.detail))
+            return
         if ready:
             self._propose(ready)
 
-    # TLA+: Ordo!CloseEpoch -- stamp only when caught_up(), one HLC.now per intent.
     def _propose(self, submissions: list[Submission]) -> None:
+        """Propose one closed epoch; whatever goes wrong fails its submissions, never the loop."""
+        try:
+            self._propose_epoch(submissions)
+        except Exception as exc:
+            log.exception("proposing an epoch of %d batches failed", len(submissions))
+            for s in submissions:
+                _fail(s.done, exc)
+
+    # TLA+: Ordo!CloseEpoch -- stamp only when caught_up(), one HLC.now per intent.
+    def _propose_epoch(self, submissions: list[Submission]) -> None:
         if not (self.log._isLeader() and self.log.caught_up()):
             error = NotLeaderError(self.leader_url(), self.members())
             for s in submissions:
@@ -241,7 +270,14 @@ class SequencerNode:
             return
         data = encode_epoch(build_epoch(stamps, intents, bounds))
         if len(data) > self.config.log.epoch_bytes_max:
-            raise InvariantViolation(f"epoch of {len(data)} bytes exceeds epoch_bytes_max; the size estimate is wrong")
+            # A bug in the size bound (limits.py), not the clients' fault: fail
+            # these submissions loudly and keep the leader running.
+            error = InvariantViolation(f"an epoch of {len(data)} bytes exceeds epoch_bytes_max="
+                                       f"{self.config.log.epoch_bytes_max}; the size bound in limits.py is wrong")
+            log.error("%s", error)
+            for s in submissions:
+                _fail(s.done, error)
+            return
         starts = [b - len(s.intents) for b, s in zip(bounds, submissions)]
         loop = self.loop
 

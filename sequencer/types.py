@@ -13,6 +13,8 @@ unsigned 63-bit integers so that they fit every store's signed BIGINT.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from typing import Annotated, Union
 
 import msgspec
@@ -310,3 +312,22 @@ def decode_epoch(data: bytes) -> Epoch:
 def hlc_ms(packed: int) -> int:
     """The physical (millisecond) part of a packed HLC timestamp `(l << 16) | c`."""
     return packed >> 16
+
+
+# ------------------------------------------------------- the log digest chain
+
+
+def log_genesis_digest(key: bytes) -> str:
+    """The digest before epoch 1."""
+    return hmac.new(key, b"ordo/log/v1/genesis", hashlib.sha256).hexdigest()
+
+
+def fold_log_digest(key: bytes, previous: str, data: bytes) -> str:
+    """The digest after an epoch whose stored encoding is `data`.
+
+    Keyed (HMAC-SHA256 with the log key derived from the cluster secret), so
+    that only a holder of the secret, a replica, can extend a chain that an
+    executor accepts.  Every replica folds the same bytes in the same order,
+    so equal digests mean identical logs.
+    """
+    return hmac.new(key, previous.encode() + data, hashlib.sha256).hexdigest()

@@ -28,7 +28,7 @@ from rich.console import Console
 
 from executor.verify import Check
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, free_ports
+from sequencer.cluster import LocalCluster, free_ports, provision_security
 from sequencer.errors import ConfigError
 
 console = Console(highlight=False)
@@ -77,10 +77,20 @@ def load_topology(path: Path) -> dict:
         raise ConfigError(f"cannot read topology {path}: {exc}") from exc
 
 
-def resolve(topology: dict, servers: Servers, data_dir: Path) -> Path:
-    """Fill in ports (":0" means any free port) and server addresses; write cluster.json."""
+def resolve(topology: dict, servers: Servers, data_dir: Path, base: Path = REPO) -> Path:
+    """Fill in ports (":0" means any free port), server addresses and secrets; write cluster.json.
+
+    A topology without a `[security]` section gets a fresh cluster secret and
+    API keys under `data_dir/secrets/`; one with it keeps its own, with its
+    relative paths taken from the topology file's folder `base`.
+    """
     config = copy.deepcopy(topology)
     config["data_dir"] = str(data_dir)
+    if "security" in config:
+        config["security"] = {k: str((base / v).resolve()) if k.endswith("_file") else v
+                              for k, v in config["security"].items()}
+    else:
+        config["security"] = provision_security(data_dir)
     ports = iter(free_ports(2 * len(config["nodes"])))
     for node in config["nodes"]:
         for key in ("raft", "http"):
@@ -109,9 +119,13 @@ def run_up(config_path: Path) -> int:
     servers = Servers.start_for(topology)
     cluster = None
     try:
-        cluster = LocalCluster(resolve(topology, servers, data_dir))
+        cluster = LocalCluster(resolve(topology, servers, data_dir, Path(config_path).resolve().parent))
         cluster.start()
         console.print(f"ordo is up: API on {', '.join(cluster.urls)}; config {cluster.config_path}; logs {cluster.logs}")
+        security = cluster.config.security
+        console.print(f"API keys: {security.api_keys_file} (hashes); executor key {security.executor_key_file}"
+                      + (f"; operator key {security.api_keys_file.parent / 'operator.key'}"
+                         if "security" not in topology else ""))
         console.print("stop with Ctrl-C")
         stop = {"now": False}
         signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -274,7 +288,7 @@ async def multi_store_demo(args: argparse.Namespace, seed: int) -> int:
     cluster = LocalCluster(resolve(topology, servers, data_dir))
     try:
         cluster.start()
-        async with OrdoClient(cluster.urls, seed=seed) as client:
+        async with cluster.client(seed) as client:
             await client.wait_for_leader()
             workload = Settlement(seed, traders=max(4, min(args.accounts, 500)))
             for i in range(0, len(workload.accounts()), 128):

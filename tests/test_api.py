@@ -24,15 +24,16 @@ def cluster(tmp_path_factory):
     cluster.stop()
 
 
-async def _post(url: str, path: str, body: bytes) -> tuple[int, str, dict]:
+async def _post(cluster: LocalCluster, url: str, path: str, body: bytes) -> tuple[int, str, dict]:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {cluster.operator_token}"}
     async with aiohttp.ClientSession() as session:
-        async with session.post(url + path, data=body, headers={"Content-Type": "application/json"}) as resp:
+        async with session.post(url + path, data=body, headers=headers) as resp:
             return resp.status, resp.content_type, msgspec.json.decode(await resp.read())
 
 
 @pytest.fixture
 async def client(cluster):
-    async with OrdoClient(cluster.urls) as client:
+    async with cluster.client() as client:
         await client.wait_for_leader()
         yield client
 
@@ -52,7 +53,8 @@ BAD_BODIES = {
     "negative": (b'[{"id":1,"debit_account_id":11,"credit_account_id":12,"amount":-5,"ledger":1,"code":1}]', ">= 0"),
     "string_id": (b'[{"id":"1","debit_account_id":11,"credit_account_id":12,"amount":5,"ledger":1,"code":1}]', "Expected `int`"),
     "unknown_field": (b'[{"id":1,"debit_account_id":11,"credit_account_id":12,"amount":5,"ledger":1,"code":1,"memo":"x"}]', "unknown field"),
-    "unknown_flag": (b'[{"id":1,"debit_account_id":11,"credit_account_id":12,"amount":5,"ledger":1,"code":1,"flags":["lnked"]}]', "lnked"),
+    "unknown_flag": (b'[{"id":1,"debit_account_id":11,"credit_account_id":12,"amount":5,"ledger":1,"code":1,"flags":["lnked"]}]',
+                     "valid transfers flags are linked, pending, post_pending, void_pending"),
     "empty": (b"[]", "holds no transfers"),
     "object": (b'{"id": 1}', "Expected `array`"),
     "oversized": (msgspec.json.encode([
@@ -68,18 +70,19 @@ async def test_bad_transfers_get_a_specific_problem_and_change_nothing(cluster, 
     status, body = await client.get("/v1/accounts/12")
     before = (body["credits_posted"], body["debits_posted"])
     payload, needle = BAD_BODIES[name]
-    status, content_type, problem = await _post(client.leader, "/v1/transfers", payload)
+    status, content_type, problem = await _post(cluster, client.leader, "/v1/transfers", payload)
     assert status == 400, problem
     assert content_type == "application/problem+json"
     assert problem["type"].endswith("/invalid-request")
     assert needle in problem["detail"], problem["detail"]
+    assert problem["field"], problem
     status, body = await client.get("/v1/accounts/12")
     assert (body["credits_posted"], body["debits_posted"]) == before
 
 
 async def test_follower_answers_with_the_leader_and_membership(cluster, client) -> None:
     follower = next(u for u in cluster.urls if u != client.leader)
-    status, content_type, problem = await _post(follower, "/v1/transfers", b"[]")
+    status, content_type, problem = await _post(cluster, follower, "/v1/transfers", b"[]")
     assert status == 421
     assert content_type == "application/problem+json"
     assert problem["leader"] == client.leader
@@ -98,7 +101,7 @@ async def test_transfer_results_reads_and_history(cluster, client) -> None:
 
     # Read your writes through ANY replica with after=<hlc>.
     for url in cluster.urls:
-        async with aiohttp.ClientSession() as s:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {cluster.operator_token}"}) as s:
             async with s.get(f"{url}/v1/accounts/12", params={"after": str(reply["hlc"])}) as resp:
                 body = await resp.json()
         assert body["credits_posted"] >= 250 and body["watermark"] >= reply["epoch"]

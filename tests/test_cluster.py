@@ -74,7 +74,7 @@ async def test_cluster_survives_leader_and_executor_kills(tmp_path) -> None:
     cluster = LocalCluster(write_embedded_config(tmp_path))
     cluster.start()
     try:
-        async with OrdoClient(cluster.urls, seed=SEED) as client:
+        async with cluster.client(SEED) as client:
             await client.wait_for_leader()
             workload = Workload(SEED, 200)
             await _setup_accounts(client, workload)

@@ -64,12 +64,54 @@ def test_unknown_store_is_refused() -> None:
 
 def test_topologies_load() -> None:
     compose_config = ClusterConfig.load(COMPOSE / "cluster.compose.toml")
-    local_twin = ClusterConfig.load(COMPOSE / "ordo.toml")
+    # The local twin has no [security]: `ordo up` generates the secrets per cluster.
+    topology = tomllib.loads((COMPOSE / "ordo.toml").read_text())
+    local_twin = ClusterConfig.from_dict({**topology, "security": {"api_keys_file": "keys.json"}}, COMPOSE)
     assert [n.id for n in compose_config.nodes] == [n.id for n in local_twin.nodes] == [1, 2, 3]
     assert {s.store for s in compose_config.directory.shards.values()} == {"postgres", "cassandra"}
     assert ({(n, s.store) for n, s in compose_config.directory.shards.items()}
             == {(n, s.store) for n, s in local_twin.directory.shards.items()})
     assert compose_config.directory.ranges == local_twin.directory.ranges
+
+
+def _compose_without(*keys: str) -> dict:
+    data = tomllib.loads((COMPOSE / "cluster.compose.toml").read_text())
+    data["security"] = {k: v for k, v in data["security"].items() if k not in keys}
+    return data
+
+
+def test_exposed_raft_needs_the_cluster_secret() -> None:
+    with pytest.raises(ConfigError, match="Raft addresses .* are not loopback.*secret_file"):
+        ClusterConfig.from_dict(_compose_without("secret_file"), COMPOSE)
+
+
+def test_exposed_http_needs_tls() -> None:
+    with pytest.raises(ConfigError, match="HTTP addresses .* are not loopback.*TLS"):
+        ClusterConfig.from_dict(_compose_without("tls_cert_file", "tls_key_file"), COMPOSE)
+
+
+def test_api_keys_are_required() -> None:
+    with pytest.raises(ConfigError, match="api_keys_file"):
+        ClusterConfig.from_dict(_compose_without("api_keys_file"), COMPOSE)
+
+
+def test_secrets_are_named_never_inlined() -> None:
+    data = _compose_without()
+    data["security"]["secret"] = "00" * 32
+    with pytest.raises(ConfigError, match="never written in the config"):
+        ClusterConfig.from_dict(data, COMPOSE)
+
+
+def test_epoch_size_must_hold_the_largest_request() -> None:
+    from sequencer import limits, wire
+
+    smallest = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+    data = _compose_without()
+    ClusterConfig.from_dict({**data, "log": {"epoch_bytes_max": smallest, "append_entries_batch_bytes": 2 * smallest}},
+                            COMPOSE)
+    with pytest.raises(ConfigError, match=f"use at least {smallest}"):
+        ClusterConfig.from_dict(
+            {**data, "log": {"epoch_bytes_max": smallest - 1, "append_entries_batch_bytes": 2 * smallest}}, COMPOSE)
 
 
 def test_even_replica_count_is_refused(tmp_path) -> None:

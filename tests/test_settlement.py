@@ -80,7 +80,7 @@ def _legs_settled_together(acked: dict[int, str], trade_ids: list[tuple[int, int
 async def test_crash_between_postgres_and_cassandra_writes(dvp_cluster) -> None:
     print(f"seed={SEED}")
     cluster = dvp_cluster
-    async with OrdoClient(cluster.urls, seed=SEED) as client:
+    async with cluster.client(SEED) as client:
         await client.wait_for_leader()
         workload = Settlement(SEED, traders=16)
         await _setup(client, workload)
@@ -114,7 +114,7 @@ async def test_crash_between_postgres_and_cassandra_writes(dvp_cluster) -> None:
 async def test_store_outages_lose_and_duplicate_nothing(dvp_cluster, postgres_server, cassandra_server) -> None:
     print(f"seed={SEED}")
     cluster = dvp_cluster
-    async with OrdoClient(cluster.urls, seed=SEED) as client:
+    async with cluster.client(SEED) as client:
         await client.wait_for_leader()
         workload = Settlement(SEED + 1, traders=16)
         await _setup(client, workload)
