@@ -143,6 +143,8 @@ async def edge_middleware(request: web.Request, handler):
     request[REQUEST_ID] = request_id
     try:
         response = await _guarded(request, handler)
+        if response.status >= 500:  # expected outages (no leader, a store down, an ack timeout): one line each
+            log.warning("request %s %s %s answered %d", request_id, request.method, request.path, response.status)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the catch-all: a bug answers problem+json, logged once with its id

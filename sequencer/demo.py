@@ -76,7 +76,7 @@ async def run_demo(args: argparse.Namespace) -> int:
 async def drive(cluster: LocalCluster, args: argparse.Namespace, seed: int, mix: Mix | None = None) -> int:
     started = time.monotonic()
     cluster.start()
-    print_credentials(cluster)
+    print_credentials(cluster, getattr(args, "keep", False))
     async with cluster.client(seed) as client:
         leader = await client.wait_for_leader()
         console.print(f"cluster up in {time.monotonic() - started:.1f} s; leader {leader}")
@@ -204,12 +204,13 @@ def _report_load(stats: LoadStats, elapsed: float, monitor: LeaderMonitor, clien
     console.print(codes)
 
 
-def print_credentials(cluster: LocalCluster) -> None:
+def print_credentials(cluster: LocalCluster, kept: bool) -> None:
     security = cluster.config.security
     folder = security.api_keys_file.parent
-    console.print(f"credentials in {folder}: operator API key [bold]{folder / 'operator.key'}[/] "
-                  f"(send it as 'Authorization: Bearer <key>'), executor key {security.executor_key_file}, "
-                  f"cluster secret {security.secret_file}")
+    fate = "kept after the demo (--keep)" if kept else "removed with the cluster at exit; --keep keeps them"
+    console.print(f"credentials generated in {folder} ({fate}): operator API key [bold]{folder / 'operator.key'}[/] "
+                  f"(send it as 'Authorization: Bearer <key>'), executor key {security.executor_key_file.name}, "
+                  f"cluster secret {security.secret_file.name}, API key hashes {security.api_keys_file.name}")
 
 
 def log_reader(config: ClusterConfig, urls: list[str]) -> OrdoClient:
