@@ -1,7 +1,7 @@
-"""The executor runner: consume committed epochs in order, execute, push.
+"""The executor runner: the driver of `ExecutorCore` (executor/core.py).
 
-Owned here: the I/O loop around the pure state machine (seed 000's
-preloader and pusher).  It fetches epochs from any replica's `/v1/log`,
+Owned here: the I/O loop around the pure core (seed 000's preloader and
+pusher).  It fetches epochs from any replica's `/v1/log`,
 checks their digest chain and dependency graph, preloads the state they
 touch (singleflight: one load per key however many epochs want it),
 executes, and hands each shard its batch.  One pusher task per shard applies
@@ -22,29 +22,26 @@ import ssl
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import msgspec
 from tenacity import AsyncRetrying, retry_if_not_exception_type, wait_exponential_jitter
 
-from executor.partition import split
-from executor.state_machine import State, check_epoch, execute_epoch
+from executor.core import ExecutorCore, LoadRequest
+from executor.state_machine import check_epoch
 from proxies.base import ShardProxy
 from proxies.directory import Directory
 from proxies.factory import make_shard
 from sequencer.epochs import verify_groups
 from sequencer.errors import ConfigError, InvariantViolation
-from sequencer.log import AppliedEpoch
 from sequencer.types import (
-    CreateAccount,
-    CreateTransfer,
+    AppliedEpoch,
     Epoch,
     ShardBatch,
     decode_epoch,
     fold_log_digest,
-    hlc_ms,
     log_genesis_digest,
 )
 
@@ -257,32 +254,23 @@ class Runner:
         self.directory = directory
         self.shards: dict[str, ShardProxy] = {n: make_shard(s) for n, s in directory.shards.items()}
         self.feed = LogFeed(node_urls, access)
-        self.state = State(complete=False)
+        self.core = ExecutorCore(directory)
         self.loads = Singleflight()
         self.fault = fault
-        self.base_epoch = 0
-        self.next_epoch = 1
         self.queues: dict[str, asyncio.Queue[ShardBatch]] = {}
-        self.applied: dict[str, int] = {}
         self._applied_event = asyncio.Event()
         self.times = StageTimes()
         self._reported_at = time.monotonic()
 
-    # TLA+: Ordo!ExecutorRecover -- resume from the smallest applied_epoch.
     async def recover(self) -> None:
         await asyncio.gather(*(_retrying(s.open) for s in self.shards.values()))
-        for name, shard in self.shards.items():
-            self.applied[name] = await _retrying(shard.applied_epoch)
-        self.base_epoch = min(self.applied.values())
-        self.next_epoch = self.base_epoch + 1
-        self.state.epoch = self.base_epoch
-        for shard in self.shards.values():
-            for record in await _retrying(lambda s=shard: s.load_open_pendings(self.base_epoch)):
-                self.state.transfers[record.transfer.id] = record
-                self.state.resolutions[record.transfer.id] = None
-                self.state.deadlines[record.transfer.id] = record.expires_at_ms
-        await self.feed.seed_digest(self.base_epoch)
-        log.info("recovered: shards at %s, resuming at epoch %d", self.applied, self.next_epoch)
+        applied = {name: await _retrying(shard.applied_epoch) for name, shard in self.shards.items()}
+        base = min(applied.values())
+        pendings = [record for shard in self.shards.values()
+                    for record in await _retrying(lambda s=shard: s.load_open_pendings(base))]
+        self.core.recover(applied, pendings)
+        await self.feed.seed_digest(self.core.base_epoch)
+        log.info("recovered: shards at %s, resuming at epoch %d", applied, self.core.next_epoch)
 
     async def run(self) -> None:
         await self.recover()
@@ -290,7 +278,8 @@ class Runner:
         pushers = [asyncio.create_task(self._pusher(name)) for name in self.shards]
         try:
             while True:
-                entries = self.feed.accept(await self.feed.fetch(self.next_epoch), self.next_epoch)
+                next_epoch = self.core.next_epoch
+                entries = self.feed.accept(await self.feed.fetch(next_epoch), next_epoch)
                 epochs = [self._accept(e) for e in entries]
                 prefetch = asyncio.gather(*(self.preload(e) for e in epochs))
                 for epoch in epochs:
@@ -311,15 +300,11 @@ class Runner:
         verify_groups(epoch)
         return epoch
 
-    # TLA+: Ordo!Execute -- execute one epoch and hand its batches to the pushers.
     async def run_epoch(self, epoch: Epoch) -> None:
-        if epoch.number != self.next_epoch:
-            raise InvariantViolation(f"executor expected epoch {self.next_epoch}, got {epoch.number}")
         t0 = time.perf_counter()
         await self.preload(epoch)
         t1 = time.perf_counter()
-        effects = execute_epoch(self.state, epoch)
-        self.state.apply(effects)
+        batches = self.core.execute(epoch)
         self.times.preload_s += t1 - t0
         self.times.execute_s += time.perf_counter() - t1
         self.times.epochs += 1
@@ -327,55 +312,22 @@ class Runner:
         if time.monotonic() - self._reported_at > StageTimes.REPORT_S:
             self._reported_at = time.monotonic()
             log.info("stages: %s", self.times.line())
-        for name, batch in split(effects, self.directory).items():
-            if batch.epoch > self.applied[name]:
-                await self.queues[name].put(batch)
-        self.next_epoch += 1
+        for name, batch in batches.items():
+            await self.queues[name].put(batch)
 
-    # -- preload ---------------------------------------------------------------
+    # -- preload: the core says what; this loads it, once per key (singleflight) ----
 
     async def preload(self, epoch: Epoch) -> None:
-        accounts: set[int] = set()
-        transfers: set[int] = set()
-        for intent in epoch.intents:
-            if isinstance(intent, CreateAccount):
-                accounts.add(intent.id)
-                continue
-            accounts.update((intent.debit_account_id, intent.credit_account_id))
-            transfers.add(intent.id)
-            if intent.pending_id:
-                transfers.add(intent.pending_id)
-        for pending_id in self.state.due(hlc_ms(epoch.hlc_first)):
-            record = self.state.transfers[pending_id]
-            accounts.update((record.transfer.debit_account_id, record.transfer.credit_account_id))
-        await asyncio.gather(
-            *self._loads(accounts, self.state.accounts, "accounts", self.directory.account_shard),
-            *self._loads(transfers, self.state.transfers, "transfers", self.directory.transfer_shard),
-            *self._loads(transfers, self.state.resolutions, "resolutions", self.directory.transfer_shard),
-        )
+        await asyncio.gather(*(self._load(request) for request in self.core.loads(epoch)))
 
-    def _loads(self, keys: Iterable[int], cache: dict, what: str, route: Callable[[int], str | None]) -> list:
-        by_shard: dict[str, list[int]] = {}
-        for key in keys:
-            if key in cache:
-                continue
-            shard = route(key)
-            if shard is None:
-                cache.setdefault(key, None)  # no range covers it: it cannot exist
-                continue
-            by_shard.setdefault(shard, []).append(key)
-        return [self._load(shard, what, sorted(ids), cache) for shard, ids in by_shard.items()]
-
-    async def _load(self, shard: str, what: str, ids: list[int], cache: dict) -> None:
-        method = getattr(self.shards[shard], f"load_{what}")
+    async def _load(self, request: LoadRequest) -> None:
+        method = getattr(self.shards[request.shard], f"load_{request.what}")
 
         async def fetch(missing: list[int]) -> None:
-            found = await _retrying(lambda: method(missing, self.base_epoch), what=f"preload from {shard}")
-            for key in missing:
-                # setdefault: never overwrite what execution has written since.
-                cache.setdefault(key, found.get(key))
+            found = await _retrying(lambda: method(missing, request.at_epoch), what=f"preload from {request.shard}")
+            self.core.loaded(LoadRequest(request.what, request.shard, missing, request.at_epoch), found)
 
-        await self.loads.load(what, ids, fetch)
+        await self.loads.load(request.what, request.ids, fetch)
 
     # -- push --------------------------------------------------------------------
 
@@ -392,7 +344,7 @@ class Runner:
             await _retrying(lambda: proxy.apply(batches), what=f"apply to {name}")
             self.times.apply_s[name] = self.times.apply_s.get(name, 0.0) + time.perf_counter() - t0
             self.times.applies[name] = self.times.applies.get(name, 0) + 1
-            self.applied[name] = batches[-1].epoch
+            self.core.pushed(name, batches[-1].epoch)
             self._applied_event.set()
             self._applied_event = asyncio.Event()
             self._fault_trip(name, batches)

@@ -41,6 +41,7 @@ from sequencer.errors import (
     ClockOffsetError,
     Forbidden,
     NotLeaderError,
+    Overloaded,
     RateLimited,
     StoreUnavailable,
     TooLarge,
@@ -248,15 +249,12 @@ async def _submit(request: web.Request, intents: list[Intent]) -> web.Response:
     if len(intents) > 1:
         _charge(request, request[KEY], len(intents) - 1)  # the middleware charged the first event
     try:
-        submission = node.submit(intents)
-    except asyncio.QueueFull:
-        return problem_response(
-            429, "overloaded", "Sequencer queue full", "too many batches are waiting; retry after the delay",
-            headers={"Retry-After": "1"},
-        )
+        placed = node.submit(intents)
+    except Overloaded as exc:
+        return problem_response(429, "overloaded", "Sequencer queue full", str(exc), headers={"Retry-After": "1"})
     timeout_s = node.config.sequencer.ack_timeout_ms / 1000
     try:
-        placement: Placement = await asyncio.wait_for(asyncio.shield(submission.done), timeout_s)
+        placement: Placement = await asyncio.wait_for(asyncio.shield(placed), timeout_s)
         if ack == "committed":
             return _committed(node, placement, intents)
         await asyncio.wait_for(node.watermark.wait_for(placement.epoch), timeout_s)
@@ -470,7 +468,7 @@ async def healthz(request: web.Request) -> web.Response:
         "digest": status["digest"],
         "watermark": node.watermark.value,
         "store_error": node.watermark.store_error,
-        "queue_depth": node.queue.qsize(),
+        "queue_depth": node.core.queue_depth,
     }
     return json_response(body)
 

@@ -47,6 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     verify = sub.add_parser("verify", help="check every invariant against a running cluster's stores")
     _config_arg(verify)
 
+    sim = sub.add_parser("sim", help="run the deterministic whole-cluster simulator (needs a source checkout)")
+    which = sim.add_mutually_exclusive_group(required=True)
+    which.add_argument("--seed", type=int, help="run one seed (what a failure says to reproduce)")
+    which.add_argument("--seeds", type=int, help="run this many seeds, from --first")
+    sim.add_argument("--first", type=int, default=1, help="first seed of a sweep (default 1)")
+    sim.add_argument("--planted", default="", help="comma-separated planted bugs, to see the simulator catch them")
+    sim.add_argument("--trace", action="store_true", help="print the run's event trace (with --seed)")
+
     secrets_cmd = sub.add_parser("secrets", help="generate a cluster secret, API keys and (optionally) TLS files")
     secrets_cmd.add_argument("--dir", type=Path, required=True, help="folder to write them to (created, mode 0700)")
     secrets_cmd.add_argument("--tls-hosts", default="", help="comma-separated names and IPs for a server "
@@ -100,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args)
         if args.command == "secrets":
             return _secrets(args)
+        if args.command == "sim":
+            return _sim(args)
         if args.command == "bench":
             from sequencer.bench import normalize, run_bench
 
@@ -118,6 +128,42 @@ async def _until_signalled() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def _sim(args: argparse.Namespace) -> int:
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "tests" / "sim" / "world.py").exists():
+        raise ConfigError(f"ordo sim runs the simulator in tests/sim/, which {repo} lacks: run it from a clone")
+    sys.path.insert(0, str(repo))
+    from tests.sim.world import PLANTED, SimFailure, Simulation
+
+    planted = frozenset(p for p in args.planted.split(",") if p)
+    if planted - set(PLANTED):
+        raise ConfigError(f"unknown planted bugs {sorted(planted - set(PLANTED))}; choose from {', '.join(PLANTED)}")
+    seeds = [args.seed] if args.seed is not None else range(args.first, args.first + max(0, args.seeds))
+    started, passed = time.monotonic(), 0
+    for seed in seeds:
+        sim = Simulation(seed, planted)
+        try:
+            result = sim.run()
+        except SimFailure as failure:
+            if args.trace:
+                print("\n".join(sim.trace[-200:]))
+            print(f"FAILED {failure}")
+            return 1
+        passed += 1
+        if args.seed is not None:
+            if args.trace:
+                print("\n".join(sim.trace))
+            print(f"seed {seed} passed: {result}")
+        elif passed % 100 == 0:
+            rate = passed / (time.monotonic() - started)
+            print(f"{passed} of {len(seeds)} seeds passed ({rate:.1f} seeds/s)", flush=True)
+    elapsed = time.monotonic() - started
+    print(f"{passed} passed, 0 failed in {elapsed:.1f} s: {passed / max(elapsed, 1e-9):.1f} seeds/s")
+    return 0
 
 
 def _secrets(args: argparse.Namespace) -> int:

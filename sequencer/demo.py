@@ -37,8 +37,7 @@ from proxies.factory import make_shard
 from sequencer.client import OrdoClient
 from sequencer.cluster import LocalCluster, write_embedded_config
 from sequencer.config import ClusterConfig
-from sequencer.log import AppliedEpoch
-from sequencer.types import decode_epoch
+from sequencer.types import AppliedEpoch, decode_epoch
 from sequencer.workload import Mix, Workload
 
 console = Console(highlight=False)

@@ -16,18 +16,24 @@ from sequencer.graph import build_groups
 from sequencer.types import TRANSFER_LINKED, CreateAccount, CreateTransfer, Epoch, Intent
 
 
-def footprint(intent: Intent) -> set[int]:
-    """The keys an intent reads or writes: account ids as 2*id, transfer ids as 2*id+1.
+def touches(intent: Intent) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The account ids and transfer ids an intent reads or writes.
 
+    The one statement of an intent's footprint: the dependency graph
+    (`footprint`) and the executor's preload (`executor/core.py`) both use it.
     A transfer touches its two accounts and its own id (so duplicates of one
     id conflict); a post or void also touches the pending transfer's id.
     """
     if isinstance(intent, CreateAccount):
-        return {2 * intent.id}
-    keys = {2 * intent.debit_account_id, 2 * intent.credit_account_id, 2 * intent.id + 1}
-    if intent.pending_id:
-        keys.add(2 * intent.pending_id + 1)
-    return keys
+        return (intent.id,), ()
+    accounts = (intent.debit_account_id, intent.credit_account_id)
+    return accounts, ((intent.id, intent.pending_id) if intent.pending_id else (intent.id,))
+
+
+def footprint(intent: Intent) -> set[int]:
+    """The keys an intent touches for the graph: account ids as 2*id, transfer ids as 2*id+1."""
+    accounts, transfers = touches(intent)
+    return {2 * a for a in accounts} | {2 * t + 1 for t in transfers}
 
 
 def chains(intents: Sequence[Intent], bounds: Sequence[int]) -> list[list[int]]:

@@ -90,3 +90,7 @@ class RateLimited(OrdoError):
     def __init__(self, detail: str, retry_after_s: float) -> None:
         super().__init__(detail)
         self.retry_after_s = retry_after_s
+
+
+class Overloaded(OrdoError):
+    """The sequencer's queue is full; retry after a delay (HTTP 429)."""

@@ -26,7 +26,6 @@ pysyncobj behaviour we design around (DESIGN.md):
 
 from __future__ import annotations
 
-import builtins
 import io
 import pickle
 import sqlite3
@@ -35,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
 import pysyncobj.journal
 import pysyncobj.pickle
 import pysyncobj.serializer
@@ -43,7 +41,8 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from sequencer.errors import ConfigError, InvariantViolation
 from sequencer.hlc import HLC, Timestamp
-from sequencer.types import decode_epoch, encode_epoch, fold_log_digest, log_genesis_digest
+from sequencer.log_state import LogState
+from sequencer.types import AppliedEpoch
 
 
 def _bytes_from_latin1(text: str = "", encoding: str = "latin1", errors: str = "strict") -> bytes:
@@ -165,13 +164,6 @@ class LogConfig:
         )
 
 
-class AppliedEpoch(msgspec.Struct, frozen=True):
-    number: int
-    hlc_last: int
-    digest: str
-    data: bytes
-
-
 class EpochJournal:
     """A replica's copy of every epoch it applied, with the running digest.
 
@@ -250,10 +242,7 @@ class ReplicatedLog(SyncObj):
         self._journal = journal
         self._on_applied = on_applied
         self._config = config
-        self._last_number = 0
-        self._last_hlc = 0
-        self._log_key = log_key
-        self._digest = log_genesis_digest(log_key)
+        self._state = LogState(log_key)
         self._state_lock = threading.Lock()
         conf = config.syncobj_conf(data_dir / "raft.journal", self_address, raft_password)
         super().__init__(self_address, partners, conf)
@@ -263,30 +252,26 @@ class ReplicatedLog(SyncObj):
     # TLA+: Ordo!CommitEpoch -- runs on every replica, in log order.
     @replicated
     def apply_epoch(self, data: bytes) -> int | None:
-        """Number the epoch, check HLC continuity, journal it, fold the digest.
+        """Apply one committed entry through `LogState` (numbering, HLC continuity,
+        digest), journal it, and continue the HLC from it.
 
-        Returns the epoch number, or None when the proposal is refused: a
-        leader that stamped before it had applied the whole log could stamp
-        below the last epoch, and HLC order must equal log order.
+        Returns the epoch number, or None when `LogState` refuses the entry.
         """
-        epoch = decode_epoch(data)
         with self._state_lock:
-            if epoch.hlc_first <= self._last_hlc:
+            entry = self._state.next_entry(data)
+            if entry is None:
                 return None
-            number = self._last_number + 1
-            stored = encode_epoch(msgspec.structs.replace(epoch, number=number))
-            digest = fold_log_digest(self._log_key, self._digest, stored)
-            entry = AppliedEpoch(number, epoch.hlc_last, digest, stored)
-            self._journal.append(entry)
-            self._last_number, self._last_hlc, self._digest = number, epoch.hlc_last, digest
+            self._journal.append(entry)  # before advancing: a replay must find what it applied
+            self._state.advance(entry)
         # A new leader continues the HLC from the log (TLA+: Ordo!ContinueHLC).
-        self._hlc.observe_log(Timestamp.unpack(epoch.hlc_last))
+        self._hlc.observe_log(Timestamp.unpack(entry.hlc_last))
         self._on_applied(entry)
-        return number
+        return entry.number
 
     def status(self) -> dict:
         with self._state_lock:
-            mine = {"last_epoch": self._last_number, "last_hlc": self._last_hlc, "digest": self._digest}
+            mine = {"last_epoch": self._state.last_number, "last_hlc": self._state.last_hlc,
+                    "digest": self._state.digest}
         leader = self._getLeader()
         raft = self.getStatus()
         return {

@@ -1,11 +1,13 @@
-"""One sequencer replica process: Raft log, HLC, batcher and the HTTP API.
+"""One sequencer replica process: the driver of `SequencerCore` (sequencer/core.py).
 
-Owned here: the I/O loop around the pure core.  Handlers enqueue request
-batches on a bounded queue (STYLE 9); the leader's drain loop feeds the
-`EpochBatcher`, stamps each closed epoch with the HLC, builds its dependency
-graph and proposes it to the log.  Every replica serves reads at the
-watermark W and the journal of applied epochs that executors consume.
-Started by `ordo node`, which `ordo demo` and `ordo up` spawn.
+Owned here: the I/O around the pure core.  Handlers submit request batches
+to the core's bounded queue and wait on a future (STYLE 9); the leader's
+drain loop wakes on a submission or the core's next deadline, polls the core
+with the monotonic time and whether this replica may stamp, proposes each
+closed epoch to the Raft log (`sequencer/log.py`) and resolves the futures
+when it commits.  Every replica serves reads at the watermark W and the
+journal of applied epochs that executors consume.  Started by `ordo node`,
+which `ordo demo` and `ordo up` spawn.
 """
 
 from __future__ import annotations
@@ -13,32 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
-
-import msgspec
+from dataclasses import dataclass
 
 from proxies.base import ShardProxy
 from proxies.factory import make_shard
-from sequencer import limits
-from sequencer.batcher import EpochBatcher
 from sequencer.config import ClusterConfig
-from sequencer.epochs import build_epoch
-from sequencer.errors import InvariantViolation, NotLeaderError, TooLarge, ValidationError
-from sequencer.hlc import HLC, CounterOverflowError
-from sequencer.log import AppliedEpoch, EpochJournal, ReplicatedLog
+from sequencer.core import Proposal, Refusal, SequencerCore
+from sequencer.errors import InvariantViolation, NotLeaderError, TooLarge
+from sequencer.hlc import HLC
+from sequencer.log import EpochJournal, ReplicatedLog
 from sequencer.security import log_key, raft_password
-from sequencer.types import Intent, encode_epoch
+from sequencer.types import AppliedEpoch, Intent
 
 log = logging.getLogger("ordo.node")
-
-
-@dataclass
-class Submission:
-    """One request batch waiting for its epoch."""
-
-    intents: list[Intent]
-    size_bytes: int
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 @dataclass(frozen=True)
@@ -143,10 +132,10 @@ class SequencerNode:
         self.hlc = HLC(physical_ms, max_offset_ms=config.sequencer.max_offset_ms)
         self.journal = EpochJournal(self.dir / "epochs.db")
         self.raft_to_http = {n.raft: n.url for n in config.nodes}
-        self.queue: asyncio.Queue[Submission] = asyncio.Queue(config.sequencer.queue_batches_max)
-        self.batcher = EpochBatcher(
-            epoch_ms=config.sequencer.epoch_ms, epoch_bytes_max=limits.epoch_budget_bytes(config.log.epoch_bytes_max)
-        )
+        self.core = SequencerCore(self.hlc, config.sequencer.epoch_ms, config.log.epoch_bytes_max,
+                                  config.sequencer.queue_batches_max)
+        self._waiting: dict[int, asyncio.Future] = {}  # ticket -> its request's future
+        self._submitted = asyncio.Event()
         secret = config.security.cluster_secret()
         if secret is None:
             log.warning("no cluster secret configured: Raft messages are neither authenticated nor encrypted; "
@@ -194,105 +183,76 @@ class SequencerNode:
         if not self.log._isLeader():
             raise NotLeaderError(self.leader_url(), self.members())
 
-    # -- the write path ------------------------------------------------------
+    # -- the write path: the driver of SequencerCore ---------------------------
 
-    def submit(self, intents: list[Intent]) -> Submission:
-        """Enqueue a request batch (raises asyncio.QueueFull when saturated).
+    def submit(self, intents: list[Intent]) -> asyncio.Future:
+        """Queue a request batch; a future for its Placement.
 
-        A batch that could never fit one epoch is refused here, before it is
-        queued (config validation makes that impossible for a valid request;
-        this is the second line of defence).
+        Raises NotLeaderError, Overloaded (queue full) or TooLarge (it could
+        never fit one epoch), and then nothing is queued.
         """
         self.require_leader()
-        size = limits.submission_bytes(len(msgspec.msgpack.encode(intents)), len(intents))
-        if size > self.batcher.epoch_bytes_max:
-            raise TooLarge(f"the batch needs {size} bytes of an epoch, which holds {self.batcher.epoch_bytes_max}; "
-                           f"split it into smaller batches (keep each linked chain in one batch)")
-        submission = Submission(intents, size)
-        self.queue.put_nowait(submission)
-        return submission
+        ticket = self.core.submit(intents)
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[ticket] = future
+        self._submitted.set()
+        return future
 
     async def drain(self) -> None:
-        """The leader's loop: epochs close on time or size, never on arrival."""
+        """The leader's loop: epochs close on time or size, never on arrival (STYLE 9)."""
         while True:
-            deadline = self.batcher.next_deadline_ms()
+            deadline = self.core.next_deadline_ms()
             timeout = None if deadline is None else max(0, deadline - _mono_ms()) / 1000
             try:
-                item = await asyncio.wait_for(self.queue.get(), timeout)
-                self._add(item)
-                while not self.queue.empty():
-                    self._add(self.queue.get_nowait())
+                await asyncio.wait_for(self._submitted.wait(), timeout)
             except asyncio.TimeoutError:
                 pass
-            closed = self.batcher.poll(_mono_ms())
-            if closed:
-                self._propose(closed)
+            self._submitted.clear()
+            self._poll()
 
-    def _add(self, item: Submission) -> None:
-        # The drain loop must never die on one item: a bad item fails alone.
-        try:
-            ready = self.batcher.add(item, item.size_bytes, _mono_ms())
-        except ValidationError as exc:
-            _fail(item.done, TooLarge(exc.detail))
-            return
-        if ready:
-            self._propose(ready)
+    def _poll(self) -> None:
+        """One turn of the core; whatever goes wrong fails its tickets, never the loop."""
+        may_stamp = bool(self.log is not None and self.log._isLeader() and self.log.caught_up())
+        proposals, refusals = self.core.poll(_mono_ms(), may_stamp)
+        for refusal in refusals:
+            self._refuse(refusal)
+        for proposal in proposals:
+            try:
+                self._propose(proposal)
+            except Exception as exc:
+                log.exception("proposing an epoch of %d batches failed", len(proposal.tickets))
+                for ticket in proposal.tickets:
+                    _fail(self._waiting.pop(ticket, None), exc)
 
-    def _propose(self, submissions: list[Submission]) -> None:
-        """Propose one closed epoch; whatever goes wrong fails its submissions, never the loop."""
-        try:
-            self._propose_epoch(submissions)
-        except Exception as exc:
-            log.exception("proposing an epoch of %d batches failed", len(submissions))
-            for s in submissions:
-                _fail(s.done, exc)
+    def _refuse(self, refusal: Refusal) -> None:
+        if refusal.kind == "invariant":
+            log.error("%s", refusal.detail)
+        for ticket in refusal.tickets:
+            if refusal.kind == "too-large":
+                error: Exception = TooLarge(refusal.detail)
+            elif refusal.kind == "invariant":
+                error = InvariantViolation(refusal.detail)
+            else:
+                error = NotLeaderError(self.leader_url() if self.log is not None else None, self.members())
+                error.add_note(refusal.detail)
+            _fail(self._waiting.pop(ticket, None), error)
 
-    # TLA+: Ordo!CloseEpoch -- stamp only when caught_up(), one HLC.now per intent.
-    def _propose_epoch(self, submissions: list[Submission]) -> None:
-        if not (self.log._isLeader() and self.log.caught_up()):
-            error = NotLeaderError(self.leader_url(), self.members())
-            for s in submissions:
-                _fail(s.done, error)
-            return
-        intents: list[Intent] = []
-        bounds: list[int] = []
-        for s in submissions:
-            intents.extend(s.intents)
-            bounds.append(len(intents))
-        try:
-            stamps = [self.hlc.now().pack() for _ in intents]
-        except CounterOverflowError as exc:
-            # The physical clock stalled for over a second at full load: refuse
-            # this epoch (clients retry) rather than stamp out of order or crash.
-            log.error("cannot stamp epoch: %s", exc)
-            for s in submissions:
-                _fail(s.done, NotLeaderError(self.leader_url(), self.members()), str(exc))
-            return
-        data = encode_epoch(build_epoch(stamps, intents, bounds))
-        if len(data) > self.config.log.epoch_bytes_max:
-            # A bug in the size bound (limits.py), not the clients' fault: fail
-            # these submissions loudly and keep the leader running.
-            error = InvariantViolation(f"an epoch of {len(data)} bytes exceeds epoch_bytes_max="
-                                       f"{self.config.log.epoch_bytes_max}; the size bound in limits.py is wrong")
-            log.error("%s", error)
-            for s in submissions:
-                _fail(s.done, error)
-            return
-        starts = [b - len(s.intents) for b, s in zip(bounds, submissions)]
+    def _propose(self, proposal: Proposal) -> None:
         loop = self.loop
 
         def committed(number, error) -> None:  # pysyncobj's thread
-            loop.call_soon_threadsafe(self._resolve, submissions, starts, stamps, number, error)
+            loop.call_soon_threadsafe(self._resolve, proposal, number, error)
 
-        self.log.apply_epoch(data, callback=committed)
+        self.log.apply_epoch(proposal.data, callback=committed)
 
-    def _resolve(self, submissions, starts, stamps, number, error) -> None:
-        for s, start in zip(submissions, starts):
+    def _resolve(self, proposal: Proposal, number, error) -> None:
+        for ticket, start, end in zip(proposal.tickets, proposal.starts, proposal.ends):
+            future = self._waiting.pop(ticket, None)
             if error or number is None:
                 reason = "the epoch was refused (leader change)" if number is None and not error else f"raft: {error}"
-                _fail(s.done, NotLeaderError(self.leader_url(), self.members()), reason)
-            elif not s.done.done():
-                s.done.set_result(Placement(number, start, stamps[start : start + len(s.intents)]))
+                _fail(future, NotLeaderError(self.leader_url(), self.members()), reason)
+            elif future is not None and not future.done():
+                future.set_result(Placement(number, start, proposal.stamps[start:end]))
 
     # -- the log feed for executors ------------------------------------------
 
@@ -316,10 +276,10 @@ class SequencerNode:
         self.journal.close()
 
 
-def _fail(future: asyncio.Future, error: Exception, note: str | None = None) -> None:
+def _fail(future: asyncio.Future | None, error: Exception, note: str | None = None) -> None:
     if note:
         error.add_note(note)
-    if not future.done():
+    if future is not None and not future.done():
         future.set_exception(error)
 
 

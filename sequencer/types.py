@@ -317,6 +317,19 @@ def hlc_ms(packed: int) -> int:
 # ------------------------------------------------------- the log digest chain
 
 
+class AppliedEpoch(msgspec.Struct, frozen=True):
+    """An epoch as a replica applied it: its number, last stamp, running digest and stored bytes.
+
+    What `GET /v1/log` serves and the executor chain-checks.
+    """
+
+    number: int
+    hlc_last: int
+    digest: str
+    data: bytes
+
+
+
 def log_genesis_digest(key: bytes) -> str:
     """The digest before epoch 1."""
     return hmac.new(key, b"ordo/log/v1/genesis", hashlib.sha256).hexdigest()

@@ -30,6 +30,7 @@ import pytest
 
 from proxies.factory import make_shard
 from sequencer.cluster import LocalCluster, write_embedded_config
+from sequencer.demo import wait_replicas_agree
 from sequencer.security import KeyRing, Scope, new_key, write_keys_file
 
 pytestmark = pytest.mark.cluster
@@ -245,6 +246,8 @@ async def test_ten_thousand_invalid_requests_change_nothing(tmp_path) -> None:
             await client.create_accounts([{"id": OWN, "ledger": 1, "code": 1}, {"id": OTHER, "ledger": 1, "code": 1}])
             await client.create_transfers([{"id": 1, "debit_account_id": OTHER, "credit_account_id": OWN,
                                             "amount": 500, "ledger": 1, "code": 1}])
+            # Followers may still be applying the last epoch: start from a cluster at rest.
+            await wait_replicas_agree(client, cluster.urls)
             before = await _state(cluster, client)
             failures, kinds, statuses = await _burst(leader, Generator(random.Random(SEED), tokens))
             assert not failures, (f"seed={SEED}: {len(failures)} bad answers, first ones: {failures[:5]} "

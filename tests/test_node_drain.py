@@ -1,4 +1,4 @@
-"""The leader's drain loop never dies on one item (in-process, no Raft started)."""
+"""The leader's drain loop (the driver of SequencerCore) never dies on one item; in-process, no Raft."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import asyncio
 import pytest
 
 from sequencer import limits, wire
-from sequencer.config import ClusterConfig
 from sequencer.cluster import write_embedded_config
-from sequencer.errors import TooLarge
-from sequencer.node import SequencerNode, Submission
+from sequencer.config import ClusterConfig
+from sequencer.core import _Queued
+from sequencer.errors import NotLeaderError, TooLarge
+from sequencer.node import SequencerNode
 from sequencer.types import CreateTransfer
 
 SMALLEST_EPOCH = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
@@ -18,23 +19,22 @@ SMALLEST_EPOCH = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_
 
 async def test_a_bad_item_fails_alone_and_the_loop_goes_on(tmp_path) -> None:
     config = ClusterConfig.load(write_embedded_config(tmp_path, log={"epoch_bytes_max": SMALLEST_EPOCH}))
-    node = SequencerNode(config, 1)  # not started: proposing fails, which must not stop the loop either
+    node = SequencerNode(config, 1)  # not started: this replica may not stamp, which must not stop the loop
+    node.require_leader = lambda: None
     drain = asyncio.create_task(node.drain())
     try:
         transfer = CreateTransfer(1, 2, 3, 4, 1, 1)
-        oversized = Submission([transfer], size_bytes=SMALLEST_EPOCH * 2)
-        normal = Submission([transfer], size_bytes=100)
-        node.queue.put_nowait(oversized)
-        node.queue.put_nowait(normal)
+        # An item past the epoch budget, slipped past submit's check: it fails alone.
+        node.core._queue.append(_Queued(999, [transfer], SMALLEST_EPOCH * 2))
+        oversized = node._waiting[999] = asyncio.get_running_loop().create_future()
+        normal = node.submit([transfer])
         with pytest.raises(TooLarge, match="split it"):
-            await asyncio.wait_for(oversized.done, 5)
-        with pytest.raises(Exception):  # no Raft log: the proposal fails, and says why
-            await asyncio.wait_for(normal.done, 5)
+            await asyncio.wait_for(oversized, 5)
+        with pytest.raises(NotLeaderError):
+            await asyncio.wait_for(normal, 5)
         assert not drain.done(), "the drain loop died"
-        later = Submission([transfer], size_bytes=100)
-        node.queue.put_nowait(later)
-        with pytest.raises(Exception):
-            await asyncio.wait_for(later.done, 5)
+        with pytest.raises(NotLeaderError):
+            await asyncio.wait_for(node.submit([transfer]), 5)
         assert not drain.done()
     finally:
         drain.cancel()
@@ -50,8 +50,8 @@ async def test_submit_refuses_what_can_never_fit(tmp_path) -> None:
                 for i in range(wire.BATCH_EVENTS_MAX + 40)]
         with pytest.raises(TooLarge, match="split it into smaller batches"):
             node.submit(huge)
-        assert node.queue.empty()
+        assert node.core.queue_depth == 0
         node.submit(huge[: wire.BATCH_EVENTS_MAX])  # the largest valid request fits
-        assert node.queue.qsize() == 1
+        assert node.core.queue_depth == 1
     finally:
         node.journal.close()

@@ -10,7 +10,6 @@ from executor.runner import FeedAccess, LogFeed
 from sequencer import limits, wire
 from sequencer.epochs import build_epoch
 from sequencer.errors import ConfigError, Forbidden, Unauthenticated
-from sequencer.log import AppliedEpoch
 from sequencer.security import (
     KeyRing,
     RateLimiter,
@@ -27,6 +26,7 @@ from sequencer.security import (
     write_keys_file,
 )
 from sequencer.types import (
+    AppliedEpoch,
     CODE_MAX,
     LEDGER_MAX,
     TIMEOUT_MS_MAX,

@@ -33,9 +33,9 @@ from multidict import CIMultiDict
 from executor.runner import FeedAccess, LogFeed
 from sequencer import limits, wire
 from sequencer.cluster import LocalCluster, free_ports, write_embedded_config
-from sequencer.log import AppliedEpoch
 from sequencer.security import KeyRing, Scope, log_key, new_key, write_keys_file
 from sequencer.types import (
+    AppliedEpoch,
     CODE_MAX,
     LEDGER_MAX,
     U63_MAX,
