@@ -45,6 +45,7 @@ from sequencer.types import (
     Resolution,
     Result,
     TransferRecord,
+    broken_balance_flag,
     hlc_ms,
 )
 
@@ -311,12 +312,10 @@ def _check_limits(dr: Account, cr: Account, amount: int, pending: bool) -> Resul
         return Result.OVERFLOWS_DEBITS
     if cr.credits_pending + cr.credits_posted + amount > U63_MAX:
         return Result.OVERFLOWS_CREDITS
-    if dr.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS:
-        if dr.debits_pending + dr.debits_posted + amount > dr.credits_posted:
-            return Result.EXCEEDS_CREDITS
-    if cr.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS:
-        if cr.credits_pending + cr.credits_posted + amount > cr.debits_posted:
-            return Result.EXCEEDS_DEBITS
+    if broken_balance_flag(dr, debit=amount) == "debits_must_not_exceed_credits":
+        return Result.EXCEEDS_CREDITS
+    if broken_balance_flag(cr, credit=amount) == "credits_must_not_exceed_debits":
+        return Result.EXCEEDS_DEBITS
     return None
 
 

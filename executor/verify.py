@@ -27,7 +27,8 @@ from executor.state_machine import State, execute_serial, genesis_hash, posting_
 from proxies.base import ShardDump
 from proxies.directory import Directory
 from proxies.memory import MemoryShard
-from sequencer.types import Account, AccountFlags, Epoch
+from sequencer.errors import InvariantViolation
+from sequencer.types import Account, Epoch, broken_balance_flag
 
 
 @dataclass(frozen=True)
@@ -91,11 +92,8 @@ def check_conservation(dumps: Iterable[ShardDump]) -> Check:
 
 
 def _flag_problem(a: Account) -> str | None:
-    if a.flags & AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS and a.debits_pending + a.debits_posted > a.credits_posted:
-        return f"account {a.id}: debits exceed credits despite debits_must_not_exceed_credits"
-    if a.flags & AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS and a.credits_pending + a.credits_posted > a.debits_posted:
-        return f"account {a.id}: credits exceed debits despite credits_must_not_exceed_debits"
-    return None
+    broken = broken_balance_flag(a)
+    return f"account {a.id}: its balances break its flag {broken}" if broken else None
 
 
 def check_hash_chains(dumps: Iterable[ShardDump]) -> Check:
@@ -114,24 +112,73 @@ def check_hash_chains(dumps: Iterable[ShardDump]) -> Check:
     return Check("hash chains", True, f"{links} links verified from each account's genesis hash")
 
 
-def _walk_chain(account: Account, postings: list) -> str | None:
-    head = genesis_hash(account)
-    for expected_seq, p in enumerate(postings, start=1):
-        if p.seq != expected_seq:
-            return f"account {account.id}: posting seq {p.seq} where {expected_seq} was expected"
-        if p.prev_hash != head:
-            return f"account {account.id}: posting {p.seq} does not link to its predecessor"
+class ChainWalk:
+    """One account's hash chain, checked link by link: the one walker for dumps and for streamed postings.
+
+    `step` takes the postings in seq order and `finish` checks the end of
+    the chain against the account; each returns the first problem, or None.
+    """
+
+    def __init__(self, account: Account) -> None:
+        self.account = account
+        self.head = genesis_hash(account)
+        self.seq = 0
+        self.last = None
+
+    def step(self, p) -> str | None:
+        a = self.account.id
+        if p.seq != self.seq + 1:
+            return f"account {a}: posting seq {p.seq} where {self.seq + 1} was expected"
+        if p.prev_hash != self.head:
+            return f"account {a} posting {p.seq}: prev_hash does not link to its predecessor"
         if posting_hash(p) != p.hash:
-            return f"account {account.id}: posting {p.seq} hash does not recompute (tampered?)"
-        head = p.hash
-    if head != account.head_hash or len(postings) != account.seq:
-        return f"account {account.id}: head hash / seq do not match its last posting"
-    if postings:
-        last = postings[-1]
-        balances = (last.debits_pending, last.debits_posted, last.credits_pending, last.credits_posted)
-        if balances != (account.debits_pending, account.debits_posted, account.credits_pending, account.credits_posted):
-            return f"account {account.id}: balances differ from its last posting"
-    return None
+            return f"account {a} posting {p.seq}: hash does not recompute from its fields (tampered?)"
+        self.head, self.seq, self.last = p.hash, p.seq, p
+        return None
+
+    def finish(self) -> str | None:
+        a = self.account
+        if self.seq < a.seq:
+            return (f"account {a.id} chain breaks after posting {self.seq}: posting {self.seq + 1} of {a.seq} "
+                    f"is missing or does not link to its predecessor")
+        if self.seq != a.seq:
+            return f"account {a.id} has seq {a.seq} but {self.seq} postings"
+        if self.head != a.head_hash:
+            return f"account {a.id} head_hash is not its last link's hash"
+        for column in ("debits_pending", "debits_posted", "credits_pending", "credits_posted"):
+            if self.last is not None and getattr(self.last, column) != getattr(a, column):
+                return f"account {a.id} {column} differs from its last posting's"
+        return None
+
+
+def _walk_chain(account: Account, postings: list) -> str | None:
+    walk = ChainWalk(account)
+    for p in postings:
+        problem = walk.step(p)
+        if problem:
+            return problem
+    return walk.finish()
+
+
+async def verify_account_chain(shard, account_id: int, at_epoch: int) -> int:
+    """Walk one account's hash chain in a store at `at_epoch`; its length.
+
+    For stores that stream a chain (`walk_chain`, PostgreSQL), so memory
+    stays bounded on accounts with millions of postings.  Raises
+    `InvariantViolation` naming the first broken link.
+    """
+    account = (await shard.load_accounts([account_id], at_epoch)).get(account_id)
+    if account is None:
+        raise InvariantViolation(f"shard {shard.name}: account {account_id} does not exist at epoch {at_epoch}")
+    walk = ChainWalk(account)
+    async for posting in shard.walk_chain(account_id, at_epoch):
+        problem = walk.step(posting)
+        if problem:
+            raise InvariantViolation(f"shard {shard.name}: {problem}")
+    problem = walk.finish()
+    if problem:
+        raise InvariantViolation(f"shard {shard.name}: {problem}")
+    return walk.seq
 
 
 def check_replicas(statuses: dict[str, dict]) -> Check:

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 import msgspec
 
 from sequencer.errors import InvariantViolation
-from sequencer.types import Account, EventResult, Posting, Resolution, ShardBatch, TransferRecord
+from sequencer.types import Account, EventResult, Posting, Resolution, ShardBatch, TransferRecord, broken_balance_flag
 
 
 class ShardDump(msgspec.Struct, frozen=True):
@@ -129,7 +129,6 @@ def check_account(account: Account) -> None:
         value = getattr(account, column)
         if not 0 <= value < 2**63:
             raise InvariantViolation(f"account {account.id}: {column}={value} is out of range")
-    if account.flags & 1 and account.debits_pending + account.debits_posted > account.credits_posted:
-        raise InvariantViolation(f"account {account.id}: debits exceed credits despite its flag")
-    if account.flags & 2 and account.credits_pending + account.credits_posted > account.debits_posted:
-        raise InvariantViolation(f"account {account.id}: credits exceed debits despite its flag")
+    broken = broken_balance_flag(account)
+    if broken:
+        raise InvariantViolation(f"account {account.id}: its balances break its flag {broken}")

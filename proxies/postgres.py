@@ -3,7 +3,7 @@
 Owned here: the shard's tables, the SQL that writes an epoch's effects in one
 transaction and the snapshot reads at `at_epoch`.  Callers: the runner
 (`apply`, the `load_*` preloads), the API (`read_*` at the watermark W) and
-`ordo verify` (`dump`, `walk_chain`, `verify_chain`).  It must behave exactly
+`ordo verify` (`dump`, `walk_chain`).  It must behave exactly
 like `proxies/memory.py`, the dict model; `tests/test_proxy_postgres.py` runs
 the shared contract suite against a real server to check that.
 
@@ -890,7 +890,7 @@ class PostgresShard(ShardProxy):
         to the one before it by seq and by hash, and the walk stops at the
         first link that does not.  `CHAIN_PAGE_SIZE` postings per query keep
         memory bounded on long chains.  Hashes are recomputed by the caller
-        (`verify_chain`), since only the executor knows how.
+        (`executor/verify.py: verify_account_chain`), since only the executor knows how.
         """
         if not 0 <= account_id <= U63_MAX:
             return
@@ -903,43 +903,3 @@ class PostgresShard(ShardProxy):
             if len(page) < CHAIN_PAGE_SIZE:
                 return
             params.update(seq=page[-1].seq + 1, prev_hash=page[-1].hash)
-
-    async def verify_chain(self, account_id: int, at_epoch: int) -> int:
-        """Walk one account's hash chain at `at_epoch`; return its length.
-
-        The SQL walk guarantees seq 1, 2, 3, ... with every `prev_hash` equal
-        to the previous posting's hash; here the first link must be the
-        account's genesis hash, every `hash` must recompute, the walk must
-        reach the account's `seq` and `head_hash` at `at_epoch`, and the last
-        posting's balances must be the account's.  Raises
-        `InvariantViolation` naming the first broken link.
-        """
-        # Imported here: the proxies sit below the executor, and only the
-        # verifier needs the executor's hash functions.
-        from executor.state_machine import genesis_hash, posting_hash
-
-        account = (await self.load_accounts([account_id], at_epoch)).get(account_id)
-        if account is None:
-            raise InvariantViolation(f"shard {self.name}: account {account_id} does not exist at epoch {at_epoch}")
-        head, seq, last = genesis_hash(account), 0, None
-        async for posting in self.walk_chain(account_id, at_epoch):
-            where = f"shard {self.name}: account {account_id} posting {posting.seq}"
-            if posting.prev_hash != head:  # only the first link can fail here; SQL checked the rest
-                raise InvariantViolation(f"{where}: prev_hash is not the genesis hash")
-            if posting.hash != posting_hash(posting):
-                raise InvariantViolation(f"{where}: hash does not match the posting's fields")
-            head, seq, last = posting.hash, posting.seq, posting
-        if seq < account.seq:
-            raise InvariantViolation(
-                f"shard {self.name}: account {account_id} chain breaks after posting {seq}: posting {seq + 1} "
-                f"of {account.seq} is missing or does not link to its predecessor"
-            )
-        if seq != account.seq:
-            raise InvariantViolation(f"shard {self.name}: account {account_id} has seq {account.seq} but {seq} postings")
-        if head != account.head_hash:
-            raise InvariantViolation(f"shard {self.name}: account {account_id} head_hash is not its last link's hash")
-        balances = ("debits_pending", "debits_posted", "credits_pending", "credits_posted")
-        for column in balances if last is not None else ():
-            if getattr(last, column) != getattr(account, column):
-                raise InvariantViolation(f"shard {self.name}: account {account_id} {column} differs from its last posting's")
-        return seq

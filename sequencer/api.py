@@ -4,7 +4,7 @@ Owned here: the HTTP edge.  Handlers decode, enqueue and wait; they never
 order or execute anything themselves.  Every error is an RFC 9457
 `application/problem+json` body with a stable `type` (see `wire.problem`)
 and a `field` naming what to fix; no handler ever answers a bare 500.
-Called by `ordo node` (`sequencer/cli.py`), which runs one app per replica
+Called by `ordo node` (`sequencer/tools/cli.py`), which runs one app per replica
 behind `sequencer/edge.py`'s connection limits.
 
 Every request but `/healthz` carries `Authorization: Bearer <API key>`; the

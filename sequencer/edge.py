@@ -7,7 +7,7 @@ connection whose request line and headers are not complete within
 `HEADER_READ_TIMEOUT_MS` of their first byte (or of the connection opening),
 and answers 503 to connections past `CONNECTIONS_MAX`.  Body deadlines are
 enforced where bodies are read (`sequencer/api.py: read_body`).  Used by
-`ordo node` (`sequencer/cli.py`), which serves the API through `EdgeSite`.
+`ordo node` (`sequencer/tools/cli.py`), which serves the API through `EdgeSite`.
 
 This extends aiohttp's `RequestHandler` and reads two of its attributes
 (`_request_count`, `_waiter`); `tests/test_trust_boundary.py` fails if an aiohttp

@@ -113,6 +113,22 @@ class Result(enum.StrEnum):
     EXCEEDS_DEBITS = "exceeds_debits"
 
 
+def broken_balance_flag(account: Account, debit: int = 0, credit: int = 0) -> str | None:
+    """The balance flag `account` breaks once `debit` more is debited and `credit` more
+    credited (pending or posted alike), or None: the one statement of the rule.
+
+    `debits_must_not_exceed_credits`: debits_pending + debits_posted <= credits_posted.
+    `credits_must_not_exceed_debits`: credits_pending + credits_posted <= debits_posted.
+    """
+    if account.flags & ACCOUNT_DEBITS_MUST_NOT_EXCEED_CREDITS:
+        if account.debits_pending + account.debits_posted + debit > account.credits_posted:
+            return "debits_must_not_exceed_credits"
+    if account.flags & ACCOUNT_CREDITS_MUST_NOT_EXCEED_DEBITS:
+        if account.credits_pending + account.credits_posted + credit > account.debits_posted:
+            return "credits_must_not_exceed_debits"
+    return None
+
+
 #: Results that mean "this id is now settled as the client intended".
 ACK_OK = frozenset({Result.OK, Result.EXISTS})
 

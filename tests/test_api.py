@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, write_embedded_config
+from sequencer.tools.cluster import LocalCluster, write_embedded_config
 
 pytestmark = pytest.mark.cluster
 

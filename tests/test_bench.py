@@ -16,10 +16,11 @@ import random
 
 import pytest
 
-from sequencer.baselines import merge_branches
-from sequencer.bench import BenchWorkload, GroupTape, normalize, percentiles, run_bench, top_functions
-from sequencer.cli import build_parser
-from sequencer.workload import Mix
+from sequencer.tools.baselines import merge_branches
+from sequencer.tools.bench import BenchWorkload, GroupTape, normalize, run_bench, top_functions
+from sequencer.tools.cli import build_parser
+from sequencer.tools.stats import percentiles, quantile
+from sequencer.tools.workload import Mix
 
 SEED = int(os.environ.get("ORDO_SEED", random.randrange(1, 10**6)))
 
@@ -72,6 +73,10 @@ def test_percentiles_are_ordered_nearest_rank() -> None:
     p = percentiles([float(x) for x in range(1, 1001)])
     assert (p["p50"], p["p95"], p["p99"], p["p999"], p["max"]) == (500.0, 950.0, 990.0, 999.0, 1000.0)
     assert percentiles([])["p50"] is None
+    # The demo's quantile is the same rule: p99 of 1..100 is 99, not 100.
+    values = [float(x) for x in range(1, 101)]
+    assert quantile(values, 0.99) == 99.0 == percentiles(values)["p99"]
+    assert quantile(values, 0.5) == 50.0
 
 
 def test_two_phase_vote_merge() -> None:

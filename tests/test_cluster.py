@@ -16,9 +16,9 @@ import pytest
 from executor.verify import Check
 from proxies.factory import make_shard
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, write_embedded_config
-from sequencer.demo import _setup_accounts, verify_cluster
-from sequencer.workload import Workload
+from sequencer.tools.cluster import LocalCluster, write_embedded_config
+from sequencer.tools.demo import setup_accounts, verify_cluster
+from sequencer.tools.workload import Workload
 
 pytestmark = pytest.mark.cluster
 
@@ -77,7 +77,7 @@ async def test_cluster_survives_leader_and_executor_kills(tmp_path) -> None:
         async with cluster.client(SEED) as client:
             await client.wait_for_leader()
             workload = Workload(SEED, 200)
-            await _setup_accounts(client, workload)
+            await setup_accounts(client, workload)
             load = Load(client, workload, 12_000)
             sending = asyncio.create_task(load.run())
 

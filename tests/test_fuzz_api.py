@@ -29,8 +29,8 @@ import msgspec
 import pytest
 
 from proxies.factory import make_shard
-from sequencer.cluster import LocalCluster, write_embedded_config
-from sequencer.demo import wait_replicas_agree
+from sequencer.tools.cluster import LocalCluster, write_embedded_config
+from sequencer.tools.demo import wait_replicas_agree
 from sequencer.security import KeyRing, Scope, new_key, write_keys_file
 
 pytestmark = pytest.mark.cluster

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sequencer import limits, wire
-from sequencer.cluster import write_embedded_config
+from sequencer.tools.cluster import write_embedded_config
 from sequencer.config import ClusterConfig
 from sequencer.core import _Queued
 from sequencer.errors import NotLeaderError, TooLarge

@@ -17,9 +17,9 @@ import pytest
 
 from proxies.factory import make_shard
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster
-from sequencer.demo import verify_cluster
-from sequencer.up import DEFAULT_TOPOLOGY, HalfSettledReader, Servers, Settlement, load_topology, resolve, settle
+from sequencer.tools.cluster import LocalCluster
+from sequencer.tools.demo import verify_cluster
+from sequencer.tools.up import DEFAULT_TOPOLOGY, HalfSettledReader, Servers, Settlement, load_topology, resolve, settle
 
 pytestmark = [pytest.mark.servers, pytest.mark.cluster]
 

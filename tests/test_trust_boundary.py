@@ -32,7 +32,7 @@ from multidict import CIMultiDict
 
 from executor.runner import FeedAccess, LogFeed
 from sequencer import limits, wire
-from sequencer.cluster import LocalCluster, free_ports, write_embedded_config
+from sequencer.tools.cluster import LocalCluster, free_ports, write_embedded_config
 from sequencer.security import KeyRing, Scope, log_key, new_key, write_keys_file
 from sequencer.types import (
     AppliedEpoch,

@@ -35,10 +35,11 @@ from executor.verify import (
 )
 from proxies.factory import make_shard
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, write_embedded_config
+from sequencer.tools.cluster import LocalCluster, write_embedded_config
 from sequencer.config import ClusterConfig
-from sequencer.types import AppliedEpoch, decode_epoch
-from sequencer.workload import Mix, Workload
+from sequencer.types import ACK_OK, AppliedEpoch, decode_epoch
+from sequencer.tools.stats import quantile
+from sequencer.tools.workload import Mix, Workload
 
 console = Console(highlight=False)
 
@@ -57,7 +58,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     console.print(f"[bold]ordo demo[/] seed={seed} accounts={args.accounts} transfers={args.transfers} "
                   f"stores={args.stores} (reproduce with --seed {seed})")
     if args.stores != "sqlite":
-        from sequencer.up import multi_store_demo
+        from sequencer.tools.up import multi_store_demo
 
         return await multi_store_demo(args, seed)
     root = Path(tempfile.mkdtemp(prefix="ordo-demo-"))
@@ -80,7 +81,7 @@ async def drive(cluster: LocalCluster, args: argparse.Namespace, seed: int, mix:
         leader = await client.wait_for_leader()
         console.print(f"cluster up in {time.monotonic() - started:.1f} s; leader {leader}")
         workload = Workload(seed, args.accounts, mix or Mix())
-        await _setup_accounts(client, workload)
+        await setup_accounts(client, workload)
         monitor = LeaderMonitor(client, cluster.urls)
         monitor_task = asyncio.create_task(monitor.run())
         stats = LoadStats()
@@ -91,14 +92,14 @@ async def drive(cluster: LocalCluster, args: argparse.Namespace, seed: int, mix:
         cluster.check_alive()
         _report_load(stats, elapsed, monitor, client)
         checks = await verify_cluster(cluster.config, client, cluster.urls, stats.acked)
-    return _report_checks(checks)
+    return report_checks(checks)
 
 
-async def _setup_accounts(client: OrdoClient, workload: Workload) -> None:
+async def setup_accounts(client: OrdoClient, workload: Workload) -> None:
     t0 = time.monotonic()
     for batch in workload.account_batches(128):
         reply = await client.create_accounts(batch)
-        bad = [r for r in reply["results"] if r["result"] not in ("ok", "exists")]
+        bad = [r for r in reply["results"] if r["result"] not in ACK_OK]
         if bad:
             raise RuntimeError(f"account creation failed: {bad[:3]}")
     for batch in workload.funding_batches(128):
@@ -135,7 +136,7 @@ async def _send_transfers(client, cluster, workload, args, stats: LoadStats) -> 
             progress.update(task, rate=f"{done / max(1e-9, time.monotonic() - t0):,.0f}/s")
             if kill_at is not None and stats.sent >= kill_at:
                 kill_at = None
-                await _kill_leader(client, cluster)
+                await kill_leader(client, cluster)
             if any(w.done() for w in workers):
                 break
         for _ in workers:
@@ -143,7 +144,7 @@ async def _send_transfers(client, cluster, workload, args, stats: LoadStats) -> 
         await asyncio.gather(*workers)
 
 
-async def _kill_leader(client: OrdoClient, cluster: LocalCluster) -> None:
+async def kill_leader(client: OrdoClient, cluster: LocalCluster) -> None:
     leader = await client.wait_for_leader()
     node_id = cluster.node_of_url(leader)
     console.print(f"[bold red]SIGKILL[/] the Raft leader, node {node_id} ({leader})")
@@ -176,20 +177,13 @@ class LeaderMonitor:
             await asyncio.sleep(0.2)
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def _report_load(stats: LoadStats, elapsed: float, monitor: LeaderMonitor, client: OrdoClient) -> None:
     sent = sum(stats.results.values())
     table = Table(title="load", show_header=False)
     table.add_row("transfers acknowledged", f"{sent:,} in {elapsed:.1f} s")
     table.add_row("throughput", f"{sent / elapsed:,.0f} transfers/s")
-    table.add_row("ack latency per batch", f"p50 {_percentile(stats.latencies_ms, 0.5):.0f} ms, "
-                  f"p99 {_percentile(stats.latencies_ms, 0.99):.0f} ms")
+    table.add_row("ack latency per batch", f"p50 {quantile(stats.latencies_ms, 0.5):.0f} ms, "
+                  f"p99 {quantile(stats.latencies_ms, 0.99):.0f} ms")
     table.add_row("leader changes", f"{max(0, len(monitor.changes) - 1)} "
                   f"(leaders: {', '.join(u for _, u, _ in monitor.changes)})")
     table.add_row("client retries", f"{client.stats.retries} (redirects {client.stats.redirects}, "
@@ -283,7 +277,7 @@ async def _wait_watermark(shards, last: int, timeout_s: float = 60) -> int:
         await asyncio.sleep(0.1)
 
 
-def _report_checks(checks: list[Check]) -> int:
+def report_checks(checks: list[Check]) -> int:
     table = Table(title="invariants")
     table.add_column("invariant")
     table.add_column("")
@@ -303,4 +297,4 @@ async def verify_cluster_cli(config_path: Path) -> int:
     config = ClusterConfig.load(config_path)
     urls = [n.url for n in config.nodes]
     async with log_reader(config, urls) as client:
-        return _report_checks(await verify_cluster(config, client, urls, {}))
+        return report_checks(await verify_cluster(config, client, urls, {}))

@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--file", type=Path, required=True)
     revoke.add_argument("--id", required=True, help="the key id: the 12 hex digits after 'ordo_'")
 
-    from sequencer.bench import add_arguments as add_bench_arguments
+    from sequencer.tools.bench import add_arguments as add_bench_arguments
 
     bench = sub.add_parser("bench", help="measure throughput and latency; compare with PostgreSQL baselines")
     add_bench_arguments(bench)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         if args.command == "demo":
-            from sequencer.demo import run_demo
+            from sequencer.tools.demo import run_demo
 
             return asyncio.run(run_demo(args))
         if args.command == "node":
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "executor":
             return asyncio.run(_run_executor(args.config))
         if args.command == "up":
-            from sequencer.up import run_up
+            from sequencer.tools.up import run_up
 
             return run_up(args.config)
         if args.command == "verify":
-            from sequencer.demo import verify_cluster_cli
+            from sequencer.tools.demo import verify_cluster_cli
 
             return asyncio.run(verify_cluster_cli(args.config))
         if args.command == "keys":
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sim":
             return _sim(args)
         if args.command == "bench":
-            from sequencer.bench import normalize, run_bench
+            from sequencer.tools.bench import normalize, run_bench
 
             return asyncio.run(run_bench(normalize(args)))
     except (ConfigError, OrdoError) as exc:
@@ -133,7 +133,7 @@ async def _until_signalled() -> None:
 def _sim(args: argparse.Namespace) -> int:
     import time
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if not (repo / "tests" / "sim" / "world.py").exists():
         raise ConfigError(f"ordo sim runs the simulator in tests/sim/, which {repo} lacks: run it from a clone")
     sys.path.insert(0, str(repo))
@@ -167,7 +167,7 @@ def _sim(args: argparse.Namespace) -> int:
 
 
 def _secrets(args: argparse.Namespace) -> int:
-    from sequencer.cluster import provision_security
+    from sequencer.tools.cluster import provision_security
 
     if args.dir.exists() and any(args.dir.iterdir()):
         raise ConfigError(f"{args.dir} is not empty; secrets are never overwritten (remove it to start over)")

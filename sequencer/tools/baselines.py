@@ -29,7 +29,7 @@ PostgreSQL could not detect it).
 Simplifications, all in the baselines' favour: a failed transfer is not
 recorded (ordo records every result); a pending transfer that times out is
 refused when posted but its amount is not released; `ledger` and `code` are
-not checked.  Called by `sequencer/bench.py`.
+not checked.  Called by `sequencer/tools/bench.py`.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
-from sequencer.workload import BANK_ID
+from sequencer.tools.workload import BANK_ID
 
 SCHEMA = "ordo_bench"
 #: Attempts per transaction before the baseline gives up on it.  Under zipf

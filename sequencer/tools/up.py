@@ -28,12 +28,12 @@ from rich.console import Console
 
 from executor.verify import Check
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, free_ports, provision_security
+from sequencer.tools.cluster import LocalCluster, free_ports, provision_security
 from sequencer.errors import ConfigError
 
 console = Console(highlight=False)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TOPOLOGY = REPO / "compose" / "ordo.toml"
 
 
@@ -277,7 +277,8 @@ async def settle(client: OrdoClient, workload: Settlement, trades: int, concurre
 
 
 async def multi_store_demo(args: argparse.Namespace, seed: int) -> int:
-    from sequencer.demo import LeaderMonitor, _kill_leader, _percentile, _report_checks, verify_cluster
+    from sequencer.tools.demo import LeaderMonitor, kill_leader, report_checks, verify_cluster
+    from sequencer.tools.stats import quantile
 
     stores = set(args.stores.split(","))
     if stores != {"postgres", "cassandra"}:
@@ -306,22 +307,22 @@ async def multi_store_demo(args: argparse.Namespace, seed: int) -> int:
             sending = asyncio.create_task(settle(client, workload, trades, args.concurrency, acked))
             if not args.no_kill:
                 await asyncio.sleep(2)
-                await _kill_leader(client, cluster)
+                await kill_leader(client, cluster)
             latencies = await sending
             elapsed = time.monotonic() - t0
             await asyncio.sleep(0.5)
             reader_task.cancel()
             monitor_task.cancel()
             console.print(f"settled {trades:,} trades ({2 * trades:,} legs) in {elapsed:.1f} s: "
-                          f"{2 * trades / elapsed:,.0f} legs/s; ack p50 {_percentile(latencies, 0.5):.0f} ms, "
-                          f"p99 {_percentile(latencies, 0.99):.0f} ms; leader changes {max(0, len(monitor.changes) - 1)}")
+                          f"{2 * trades / elapsed:,.0f} legs/s; ack p50 {quantile(latencies, 0.5):.0f} ms, "
+                          f"p99 {quantile(latencies, 0.99):.0f} ms; leader changes {max(0, len(monitor.changes) - 1)}")
             results: dict[str, int] = {}
             for code in acked.values():
                 results[code] = results.get(code, 0) + 1
             console.print(f"result codes: {dict(sorted(results.items(), key=lambda kv: -kv[1]))}")
             checks = await verify_cluster(cluster.config, client, cluster.urls, acked)
             checks.append(reader.check())
-        return _report_checks(checks)
+        return report_checks(checks)
     finally:
         cluster.stop()
         servers.close()

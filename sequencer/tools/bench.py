@@ -5,8 +5,8 @@ sending batches, and an open loop at a fixed rate), the measurements
 (applied transfers/s, ack latency percentiles, a per-stage breakdown from a
 sample of requests, CPU seconds per process), the sweep over zipf skew, the
 targets table, and the results directory (`results.json` and PNG plots).
-The baselines live in `sequencer/baselines.py`; this module drives them with
-the same closed loop.  Called by `ordo bench` (`sequencer/cli.py`) and by
+The baselines live in `sequencer/tools/baselines.py`; this module drives them with
+the same closed loop.  Called by `ordo bench` (`sequencer/tools/cli.py`) and by
 `tests/test_bench.py`.
 
 One seed reproduces a run (STYLE 2).  Accounts and transfers come from
@@ -45,11 +45,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sequencer.client import OrdoClient
-from sequencer.cluster import LocalCluster, free_ports, provision_security
+from sequencer.tools.cluster import LocalCluster, write_cluster_config
 from sequencer.errors import ConfigError
-from sequencer.types import hlc_ms
+from sequencer.tools.stats import percentiles
+from sequencer.types import ACK_OK, hlc_ms
 from sequencer.wire import BATCH_EVENTS_MAX
-from sequencer.workload import Mix, Workload
+from sequencer.tools.workload import Mix, Workload
 
 #: Piped output (CI logs, `| tee`) gets wide tables instead of rich's 80 columns.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 150)
@@ -209,19 +210,6 @@ class TapeCursor:
 
 
 # -------------------------------------------------------------- measurement
-
-
-def percentiles(values: list[float]) -> dict[str, float | None]:
-    if not values:
-        return {"p50": None, "p95": None, "p99": None, "p999": None, "mean": None, "max": None, "count": 0}
-    ordered = sorted(values)
-    n = len(ordered)
-
-    def q(p: float) -> float:
-        return ordered[min(n - 1, max(0, math.ceil(p * n) - 1))]  # nearest rank
-
-    return {"p50": q(0.50), "p95": q(0.95), "p99": q(0.99), "p999": q(0.999),
-            "mean": sum(ordered) / n, "max": ordered[-1], "count": n}
 
 
 def cdf_points(values: list[float], points: int = CDF_POINTS) -> list[list[float]]:
@@ -612,7 +600,6 @@ class BenchCluster:
         self.local.start()
 
     def _write_config(self) -> Path:
-        ports = free_ports(6)
         shards = {f"s{i}": {"store": "sqlite", "path": str(self.root / f"shard{i}.sqlite")}
                   for i in range(self.args.shards)}
         if self.args.stores == "postgres":
@@ -620,16 +607,7 @@ class BenchCluster:
             self.pg.create_database(database)
             shards = {f"s{i}": {"store": "postgres", "dsn": self.pg.dsn(database), "schema": f"ordo_s{i}"}
                       for i in range(self.args.shards)}
-        config = {
-            "data_dir": str(self.root),
-            "nodes": [{"id": i + 1, "raft": f"127.0.0.1:{ports[2 * i]}", "http": f"127.0.0.1:{ports[2 * i + 1]}"}
-                      for i in range(3)],
-            "directory": {"shards": shards, "ranges": [{"first": 1, "last": 2**63 - 2, "shards": sorted(shards)}]},
-            "security": provision_security(self.root),
-        }
-        path = self.root / "cluster.json"
-        path.write_text(json.dumps(config, indent=2))
-        return path
+        return write_cluster_config(self.root, shards)
 
     def cpu_meter(self, leader: str | None) -> CpuMeter:
         components = {"bench client": os.getpid()}
@@ -682,7 +660,7 @@ async def setup_accounts(client: OrdoClient, accounts: list[dict], funding: list
     async def send(kind: str, batch: list[dict]) -> None:
         async with sem:
             reply = await client.submit(kind, batch)
-        bad = [r for r in reply["results"] if r["result"] not in ("ok", "exists")]
+        bad = [r for r in reply["results"] if r["result"] not in ACK_OK]
         if bad:
             raise RuntimeError(f"{kind} setup failed: {bad[:3]}")
 
@@ -934,7 +912,7 @@ class Bench:
         self.runs.append(summary)
 
     async def run_baseline(self, system: str, zipf: float, tape: GroupTape) -> None:
-        from sequencer.baselines import Monolith, TwoPhase
+        from sequencer.tools.baselines import Monolith, TwoPhase
 
         a = self.args
         if system == "monolith":
@@ -1183,7 +1161,7 @@ def _floats(text: str) -> list[float]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """`ordo bench`'s knobs (the subparser itself is built in sequencer/cli.py)."""
+    """`ordo bench`'s knobs (the subparser itself is built in sequencer/tools/cli.py)."""
     p.add_argument("--url", action="append",
                    help="bench a running cluster at this API URL (repeat per replica; operator key in ORDO_API_KEY)")
     p.add_argument("--stores", choices=("sqlite", "postgres"), default="sqlite",

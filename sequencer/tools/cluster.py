@@ -114,14 +114,15 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def write_embedded_config(
-    root: Path, shards: int = 2, replicas: int = 3, tls: bool = False, security: dict | None = None, **sections
+def write_cluster_config(
+    root: Path, shards: dict[str, dict], replicas: int = 3, tls: bool = False, security: dict | None = None,
+    **sections,
 ) -> Path:
-    """The embedded default: SQLite shard files under `root`, replicas on free ports.
-
-    Security material is generated for the cluster (`provision_security`),
-    with a TLS certificate for 127.0.0.1 when `tls`; `security` overrides
-    the generated `[security]` section's keys.
+    """A loopback cluster over `shards` (one range over every id): replicas on free ports,
+    fresh secrets and keys (`provision_security`, with a TLS certificate for
+    127.0.0.1 when `tls`; `security` overrides keys of that section), written
+    to `root/cluster.json`.  The one writer of local cluster configs (the
+    demo, the bench and the tests); `ordo up` fills in a topology instead.
     """
     ports = free_ports(2 * replicas)
     config = {
@@ -130,16 +131,19 @@ def write_embedded_config(
             {"id": i + 1, "raft": f"127.0.0.1:{ports[2 * i]}", "http": f"127.0.0.1:{ports[2 * i + 1]}"}
             for i in range(replicas)
         ],
-        "directory": {
-            "shards": {f"s{i}": {"store": "sqlite", "path": str(root / f"shard{i}.sqlite")} for i in range(shards)},
-            "ranges": [{"first": 1, "last": 2**63 - 2, "shards": [f"s{i}" for i in range(shards)]}],
-        },
+        "directory": {"shards": shards, "ranges": [{"first": 1, "last": 2**63 - 2, "shards": sorted(shards)}]},
         "security": {**provision_security(root, ["127.0.0.1", "localhost"] if tls else None), **(security or {})},
         **sections,
     }
     path = root / "cluster.json"
     path.write_text(json.dumps(config, indent=2))
     return path
+
+
+def write_embedded_config(root: Path, shards: int = 2, **options) -> Path:
+    """The embedded default: SQLite shard files under `root` (see `write_cluster_config`)."""
+    files = {f"s{i}": {"store": "sqlite", "path": str(root / f"shard{i}.sqlite")} for i in range(shards)}
+    return write_cluster_config(root, files, **options)
 
 
 @dataclass
@@ -178,7 +182,7 @@ class LocalCluster:
         env = {**os.environ, **self.env, **(extra_env or {})}
         out = open(self.logs / log_name, "ab")
         return subprocess.Popen(
-            [sys.executable, "-m", "sequencer.cli", *args, "--config", str(self.config_path)],
+            [sys.executable, "-m", "sequencer.tools.cli", *args, "--config", str(self.config_path)],
             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
 
