@@ -318,7 +318,10 @@ class Runner:
     # -- preload: the core says what; this loads it, once per key (singleflight) ----
 
     async def preload(self, epoch: Epoch) -> None:
-        await asyncio.gather(*(self._load(request) for request in self.core.loads(epoch)))
+        # Until nothing is missing: while loads wait, a pusher's progress may let the
+        # core evict a key this epoch needs, and execute() runs right after, unawaited.
+        while requests := self.core.loads(epoch):
+            await asyncio.gather(*(self._load(request) for request in requests))
 
     async def _load(self, request: LoadRequest) -> None:
         method = getattr(self.shards[request.shard], f"load_{request.what}")

@@ -33,7 +33,7 @@ def test_the_workload_exercises_the_faults() -> None:
         for key, value in Simulation(seed).run().items():
             if isinstance(value, int):
                 totals[key] = totals.get(key, 0) + value
-    for key in ("leader_changes", "crashes", "outages", "refused", "acks"):
+    for key in ("leader_changes", "crashes", "outages", "refused", "acks", "evicted"):
         assert totals[key] > 0, f"20 seeds never exercised {key}: {totals}"
 
 

@@ -15,6 +15,9 @@ step:
 * atomic visibility: a read at W (through the read path) equals the model at W;
 * replica agreement: every replica that applied epoch N holds the same digest;
 * HLC order: stamps increase strictly along every replica's log;
+* bounded memory: the executor evicts keys (its cache is 1 to 128 epochs
+  deep, drawn from the seed) and reloads them at the safe read point, so
+  eviction meets recovery in every run;
 * liveness: once faults stop, everything committed is applied and every
   client is answered within `QUIET_STEPS_MAX` steps.
 
@@ -58,7 +61,7 @@ from sequencer.types import (
 )
 from tests.sim.oracle import Model
 
-PLANTED = ("no_applied_epoch_guard", "read_latest", "dedup_within_epoch", "ack_before_w")
+PLANTED = ("no_applied_epoch_guard", "read_latest", "dedup_within_epoch", "ack_before_w", "preload_at_base")
 REPLICAS = 3
 SHARDS = ("s0", "s1")
 ACCOUNTS = 6  # ids 1..6; 1..3 may not overdraw (debits_must_not_exceed_credits)
@@ -175,6 +178,8 @@ class Simulation:
         self.acks: dict[tuple[int, bytes], dict[tuple[int, int], str]] = {}
         self.pendings: list[CreateTransfer] = []
         self.accounts_batch = [CreateAccount(i, 1, 1, 1 if i <= 3 else 0) for i in range(1, ACCOUNTS + 1)]
+        #: A small cache evicts all the time, so eviction meets recovery in every run.
+        self.cache_epochs = self.rng.choice([1, 2, 3, 8, 128])
         self.stats = {"epochs": 0, "acks": 0, "leader_changes": 0, "crashes": 0, "outages": 0, "refused": 0}
 
     def _replica(self, i: int, key: bytes) -> Replica:
@@ -485,12 +490,13 @@ class Simulation:
         applied = {n: run_now(s.applied_epoch()) for n, s in self.shards.items()}
         base = min(applied.values())
         pendings = [rec for s in self.shards.values() for rec in run_now(s.load_open_pendings(base))]
-        core = ExecutorCore(self.directory)
+        core = ExecutorCore(self.directory, cache_epochs=self.cache_epochs)
         core.recover(applied, pendings)
         digest = self._digest_at(base)
         if digest is None:
             return  # no replica serves epoch `base` yet
         self.executor, self.exec_digest = core, digest
+        self._evicted_seen = 0
         self._log(f"executor recovers at {base} ({applied})")
 
     def _digest_at(self, number: int) -> str | None:
@@ -514,7 +520,8 @@ class Simulation:
             if not self._up(request.shard):
                 return  # a store is down: try again later (the cache is unchanged)
             method = getattr(self.shards[request.shard], f"load_{request.what}")
-            found = run_now(method(request.ids, request.at_epoch))
+            at = core.base_epoch if "preload_at_base" in self.planted else request.at_epoch
+            found = run_now(method(request.ids, at))
             if "dedup_within_epoch" in self.planted and request.what in ("transfers", "resolutions"):
                 found = {}  # forgets every id stored in earlier epochs
             core.loaded(request, found)
@@ -523,6 +530,8 @@ class Simulation:
             core.applied = dict.fromkeys(core.applied, 0)  # forgets which shards already hold the epoch
         self.pending_push = core.execute(epoch)
         self.stats["epochs"] += 1
+        self.stats["evicted"] = self.stats.get("evicted", 0) + core.evicted - self._evicted_seen
+        self._evicted_seen = core.evicted
         self._log(f"executor executes {epoch.number}")
 
     def _push_some(self) -> None:
