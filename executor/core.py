@@ -23,16 +23,12 @@ from dataclasses import dataclass
 from executor.partition import split
 from executor.state_machine import State, execute_epoch
 from proxies.directory import Directory
+from sequencer import limits
 from sequencer.epochs import touches
 from sequencer.errors import InvariantViolation
 from sequencer.types import Epoch, ShardBatch, TransferRecord, hlc_ms
 
 LOADS = ("accounts", "transfers", "resolutions")
-#: Epochs a key stays cached after it was last touched.  At ~100 epochs/s
-#: that is over a second of hot accounts (a Zipf workload touches the same
-#: few again and again), while the cache of a long run stays bounded by the
-#: keys of the last CACHE_EPOCHS epochs instead of every key ever touched.
-CACHE_EPOCHS_DEFAULT = 128
 
 
 @dataclass(frozen=True)
@@ -56,7 +52,7 @@ class ExecutorCore:
     last write, and never past what this core has executed.
     """
 
-    def __init__(self, directory: Directory, cache_epochs: int = CACHE_EPOCHS_DEFAULT) -> None:
+    def __init__(self, directory: Directory, cache_epochs: int = limits.CACHE_EPOCHS) -> None:
         if cache_epochs < 1:
             raise InvariantViolation(f"cache_epochs must be at least 1, not {cache_epochs}")
         self.directory = directory

@@ -36,6 +36,7 @@ from proxies.directory import Directory
 from proxies.factory import make_shard
 from sequencer.epochs import verify_groups
 from sequencer.errors import ConfigError, InvariantViolation
+from sequencer.limits import COALESCE_EPOCHS_MAX, FETCH_EPOCHS_MAX, FETCH_WAIT_MS, PUSH_QUEUE_EPOCHS_MAX
 from sequencer.types import (
     AppliedEpoch,
     Epoch,
@@ -46,16 +47,6 @@ from sequencer.types import (
 )
 
 log = logging.getLogger("ordo.executor")
-
-#: Epochs fetched per /v1/log call: about 0.6 s of log at full rate.
-FETCH_EPOCHS_MAX = 64
-#: How long one /v1/log call may wait for new epochs.
-FETCH_WAIT_MS = 1000
-#: Batches a pusher may hold.  Past this the executor waits for the slowest
-#: store instead of running ahead of it without bound (memory is finite).
-PUSH_QUEUE_EPOCHS_MAX = 256
-#: Largest group commit: 64 epochs, at most ~20k intents in one transaction.
-COALESCE_EPOCHS_MAX = 64
 
 
 @dataclass(frozen=True)

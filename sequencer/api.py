@@ -70,11 +70,6 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 KEY = web.RequestKey("key", ApiKey)  # the authenticated API key
 REQUEST_ID = web.RequestKey("request_id", str)
 
-#: Epochs handed to an executor per /v1/log call, and how long it may wait.
-LOG_LIMIT_MAX = 256
-LOG_WAIT_MS_MAX = 5_000
-#: Postings returned per page of account history.
-HISTORY_LIMIT_MAX = 1000
 #: Paths anyone may call: liveness probes carry no credentials.  /healthz
 #: shows the role, the leader, the term, W and the log digest, and nothing
 #: about any account.
@@ -130,8 +125,8 @@ async def read_body(request: web.Request) -> bytes:
     except asyncio.TimeoutError:
         raise BodyTimeout(f"the request body did not arrive within {timeout_ms} ms", field="body") from None
     except web.HTTPRequestEntityTooLarge:
-        raise TooLarge(f"the request body exceeds {wire.BODY_BYTES_MAX} bytes; send at most "
-                       f"{wire.BATCH_EVENTS_MAX} events per request", field="body") from None
+        raise TooLarge(f"the request body exceeds {limits.BODY_BYTES_MAX} bytes; send at most "
+                       f"{limits.BATCH_EVENTS_MAX} events per request", field="body") from None
 
 
 # ------------------------------------------------------------- middleware
@@ -225,8 +220,8 @@ def _check_body_headers(request: web.Request) -> None:
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise UnsupportedMedia(f"JSON bodies are UTF-8, not {charset!r}", field="Content-Type")
-    if request.content_length is not None and request.content_length > wire.BODY_BYTES_MAX:
-        raise TooLarge(f"the request body is {request.content_length} bytes; the limit is {wire.BODY_BYTES_MAX}",
+    if request.content_length is not None and request.content_length > limits.BODY_BYTES_MAX:
+        raise TooLarge(f"the request body is {request.content_length} bytes; the limit is {limits.BODY_BYTES_MAX}",
                        field="body")
 
 
@@ -354,18 +349,14 @@ async def get_account(request: web.Request) -> web.Response:
     return json_response({**_account_json(account, node), **_snapshot(node, w)})
 
 
-#: Accounts one snapshot read may ask for.
-SNAPSHOT_IDS_MAX = 128
-
-
 async def get_accounts(request: web.Request) -> web.Response:
     """Several accounts at ONE W: how a reader sees both legs of a trade together."""
     node = request.app[NODE]
     key = request[KEY]
     raw = request.query.get("ids", "")
     parts = [p for p in raw.split(",") if p]
-    if not parts or len(parts) > SNAPSHOT_IDS_MAX:
-        raise ValidationError(f"ids must be 1 to {SNAPSHOT_IDS_MAX} comma-separated account ids", field="ids")
+    if not parts or len(parts) > limits.SNAPSHOT_IDS_MAX:
+        raise ValidationError(f"ids must be 1 to {limits.SNAPSHOT_IDS_MAX} comma-separated account ids", field="ids")
     ids = [parse_int(p, "ids", 1, 2**63 - 1) for p in parts]
     for account_id in ids:
         check_may_read_account(key, account_id, field_name="ids")
@@ -396,7 +387,7 @@ async def get_account_transfers(request: web.Request) -> web.Response:
     node = request.app[NODE]
     account_id = _path_id(request)
     after_seq = _int_param(request, "after_seq", 0, 0, 2**63 - 1)
-    limit = _int_param(request, "limit", 100, 1, HISTORY_LIMIT_MAX)
+    limit = _int_param(request, "limit", 100, 1, limits.HISTORY_LIMIT_MAX)
     check_may_read_account(request[KEY], account_id)
     w = await _read_epoch(request)
     if await _load_account(request, account_id, w) is None:
@@ -448,8 +439,8 @@ async def get_log(request: web.Request) -> web.Response:
     require_scope(request[KEY], Scope.REPLICA, what="reading the log")
     node = request.app[NODE]
     first = _int_param(request, "from", 1, 1, 2**62)
-    limit = _int_param(request, "limit", 64, 1, LOG_LIMIT_MAX)
-    wait_ms = _int_param(request, "wait_ms", 0, 0, LOG_WAIT_MS_MAX)
+    limit = _int_param(request, "limit", 64, 1, limits.LOG_LIMIT_MAX)
+    wait_ms = _int_param(request, "wait_ms", 0, 0, limits.LOG_WAIT_MS_MAX)
     entries = await node.read_log(first, limit, wait_ms)
     return web.Response(body=msgspec.msgpack.encode(entries), content_type="application/msgpack")
 
@@ -474,7 +465,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_app(node: SequencerNode) -> web.Application:
-    app = web.Application(middlewares=[edge_middleware], client_max_size=wire.BODY_BYTES_MAX)
+    app = web.Application(middlewares=[edge_middleware], client_max_size=limits.BODY_BYTES_MAX)
     app[NODE] = node
     app[LIMITER] = RateLimiter()
     app.router.add_post("/v1/accounts", post_accounts)

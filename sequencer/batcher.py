@@ -41,30 +41,10 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
+from sequencer import limits
 from sequencer.errors import ConfigError, InvariantViolation, ValidationError
 
 T = TypeVar("T")
-
-#: Calvin's epoch length: long enough to batch a burst into one Raft round
-#: trip, short enough that it is a small part of a transfer's latency.
-EPOCH_MS_DEFAULT = 10
-#: Default largest epoch.  pysyncobj broke with a 64 KiB entry ("pickle data
-#: was truncated") and 16 KiB entries under load caused leader churn with its
-#: default timeouts (DESIGN.md).  12 KiB keeps a 25% margin under the size
-#: that churned and holds two full 128-intent request batches (~4.5 KiB each).
-#: Must equal `LogConfig.epoch_bytes_max`'s default.
-EPOCH_BYTES_MAX_DEFAULT = 12 * 1024
-#: Hard ceiling, checked here: the entry size at which pysyncobj's chunked
-#: transmission broke.  The tighter 16 KiB bound depends on the Raft
-#: timeouts, so the configuration checks it, not the batcher.
-EPOCH_BYTES_CEILING = 64 * 1024
-#: Default most items per epoch.  Items are at least tens of bytes, so
-#: 12 KiB holds a few hundred; 1,024 therefore never binds in normal operation.
-#: It bounds the per-epoch work (stamps, graph, result lists) if a caller
-#: passes tiny sizes, and keeps one epoch's stamps far from the HLC's
-#: 65,536 stamps per millisecond.
-EPOCH_ITEMS_MAX_DEFAULT = 1024
-
 
 class EpochBatcher(Generic[T]):
     """Collects items into epochs that close on time, size or count.
@@ -77,13 +57,13 @@ class EpochBatcher(Generic[T]):
 
     def __init__(
         self,
-        epoch_ms: int = EPOCH_MS_DEFAULT,
-        epoch_bytes_max: int = EPOCH_BYTES_MAX_DEFAULT,
-        epoch_items_max: int = EPOCH_ITEMS_MAX_DEFAULT,
+        epoch_ms: int = limits.EPOCH_MS,
+        epoch_bytes_max: int = limits.EPOCH_BYTES_MAX,
+        epoch_items_max: int = limits.EPOCH_ITEMS_MAX,
     ) -> None:
         if epoch_ms < 1:
             raise ConfigError(f"epoch_ms must be at least 1, not {epoch_ms}")
-        if not 1 <= epoch_bytes_max < EPOCH_BYTES_CEILING:
+        if not 1 <= epoch_bytes_max < limits.EPOCH_BYTES_CEILING:
             raise ConfigError(
                 f"epoch_bytes_max must be in [1, 64 KiB) (pysyncobj breaks at 64 KiB), not {epoch_bytes_max}"
             )

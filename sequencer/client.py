@@ -21,9 +21,7 @@ import aiohttp
 import msgspec
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential_jitter
 
-#: How long one submission keeps retrying before it gives up.  An election
-#: takes a few seconds; a minute covers several back to back.
-SUBMIT_DEADLINE_S = 60.0
+from sequencer.limits import SUBMIT_DEADLINE_S
 
 
 class Retryable(Exception):

@@ -18,7 +18,7 @@ from typing import Any
 from proxies.directory import Directory
 from sequencer.errors import ConfigError
 from sequencer.log import LogConfig
-from sequencer import limits, wire
+from sequencer import limits
 from sequencer.security import KeyRing, SecretSource, load_cluster_secret
 
 
@@ -138,17 +138,12 @@ class SecurityConfig:
 
 @dataclass(frozen=True)
 class SequencerConfig:
-    #: Calvin's epoch length.
-    epoch_ms: int = 10
-    #: Requests waiting for the sequencer, per leader.  At 128 events each
-    #: this is ~32k intents, about a second of peak load: enough to absorb a
-    #: burst, small enough that a 429 tells clients to back off early.
-    queue_batches_max: int = 256
-    #: How long a request waits for its epoch to commit and apply before the
-    #: API gives up with 504 (the intent may still apply: retry with the same id).
-    ack_timeout_ms: int = 30_000
-    #: A client's `after=` HLC may be at most this far ahead of ours.
-    max_offset_ms: int = 500
+    """`[sequencer]`; defaults and reasons in `sequencer/limits.py`."""
+
+    epoch_ms: int = limits.EPOCH_MS
+    queue_batches_max: int = limits.QUEUE_BATCHES_MAX
+    ack_timeout_ms: int = limits.ACK_TIMEOUT_MS
+    max_offset_ms: int = limits.MAX_OFFSET_MS
 
 
 @dataclass(frozen=True)
@@ -164,8 +159,7 @@ class HttpConfig:
         for name in ("header_read_timeout_ms", "body_read_timeout_ms", "idle_timeout_ms", "connections_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[http] {name} must be at least 1, not {getattr(self, name)}")
-        if not self.header_read_timeout_ms < self.idle_timeout_ms:
-            raise ConfigError("[http] header_read_timeout_ms must be below idle_timeout_ms")
+        limits.check_http(self.header_read_timeout_ms, self.idle_timeout_ms)
 
 
 @dataclass(frozen=True)
@@ -188,24 +182,13 @@ class ClusterConfig:
         self.log.check()
         if len(self.nodes) < 3 or len(self.nodes) % 2 == 0:
             raise ConfigError(f"a sequencer group needs an odd number of at least 3 replicas, not {len(self.nodes)}")
-        # The largest valid request, at its worst-case encoded size, must fit one
-        # epoch: a batch is never split (linked chains), so a request that does
-        # not fit could never be sequenced.
-        request_bytes_max = limits.request_bytes_max(wire.BATCH_EVENTS_MAX)
-        if request_bytes_max + limits.EPOCH_FRAME_BYTES_MAX > self.log.epoch_bytes_max:
-            raise ConfigError(
-                f"epoch_bytes_max={self.log.epoch_bytes_max} cannot hold the largest request: "
-                f"{wire.BATCH_EVENTS_MAX} max-valued intents encode to {request_bytes_max} bytes plus "
-                f"{limits.EPOCH_FRAME_BYTES_MAX} of epoch framing; use at least "
-                f"{request_bytes_max + limits.EPOCH_FRAME_BYTES_MAX}"
-            )
+        limits.check_request_fits(self.log.epoch_bytes_max)
         ids = [n.id for n in self.nodes]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"node ids must be distinct, not {ids}")
         self.security.check(self.nodes)
         self.http.check()
-        if not 1 <= self.sequencer.epoch_ms * 10 <= self.log.election_timeout_ms_min:
-            raise ConfigError("epoch_ms must be at most a tenth of the election timeout")
+        limits.check_epoch_ms(self.sequencer.epoch_ms, self.log.election_timeout_ms_min)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Path) -> ClusterConfig:

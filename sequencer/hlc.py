@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import msgspec
 
+from sequencer import limits
 from sequencer.errors import ClockOffsetError, InvariantViolation, OrdoError, ValidationError
 
 #: Bits of the packed form that hold the counter `c`.  16 bits allow 65,536
@@ -36,11 +37,6 @@ COUNTER_LIMIT = 1 << COUNTER_BITS
 #: epoch, and keeps the packed form below 2**63 so it fits a signed 64-bit
 #: column (SQLite INTEGER, PostgreSQL BIGINT, Cassandra bigint) and msgpack int64.
 WALL_LIMIT_MS = 1 << (63 - COUNTER_BITS)
-#: Default refusal threshold, CockroachDB's default `--max-offset` (500 ms):
-#: NTP keeps healthy hosts within a few ms of each other, so half a second
-#: ahead means a broken clock, and accepting it would drag every later
-#: timestamp of this cluster that far into the future.
-MAX_OFFSET_MS_DEFAULT = 500
 
 
 class CounterOverflowError(OrdoError):
@@ -99,7 +95,7 @@ class HLC:
     could stamp an intent below an epoch already in the log).
     """
 
-    def __init__(self, physical_ms: Callable[[], int], max_offset_ms: int = MAX_OFFSET_MS_DEFAULT) -> None:
+    def __init__(self, physical_ms: Callable[[], int], max_offset_ms: int = limits.MAX_OFFSET_MS) -> None:
         if max_offset_ms < 0:
             raise ValueError(f"max_offset_ms must be >= 0, not {max_offset_ms}")
         self._physical_ms = physical_ms

@@ -39,7 +39,8 @@ import pysyncobj.pickle
 import pysyncobj.serializer
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from sequencer.errors import ConfigError, InvariantViolation
+from sequencer import limits
+from sequencer.errors import InvariantViolation
 from sequencer.hlc import HLC, Timestamp
 from sequencer.log_state import LogState
 from sequencer.types import AppliedEpoch
@@ -110,32 +111,20 @@ harden_pysyncobj_unpickling()
 
 @dataclass(frozen=True)
 class LogConfig:
-    """Raft timing and entry limits, checked against each other on load."""
+    """Raft timing and entry limits (`[log]`); defaults, reasons and relations in `sequencer/limits.py`."""
 
-    #: Election timeout range.  pysyncobj's defaults (0.4-1.4 s) churned
-    #: leaders on 2 loaded cores; 1.0-2.5 s still elects within ~3 s.
-    election_timeout_ms_min: int = 1000
-    election_timeout_ms_max: int = 2500
-    #: Heartbeat period: well under the election timeout, so a busy but
-    #: healthy leader is never deposed.
-    append_entries_period_ms: int = 100
-    #: How often pysyncobj's thread wakes up when idle.  Commands wake it at
-    #: once, so this bounds only timer resolution, not commit latency.
-    tick_ms: int = 5
-    #: Largest epoch entry.  16 KiB entries churned, 64 KiB broke; 12 KiB
-    #: leaves room for pysyncobj's own framing inside one 64 KiB batch.
-    epoch_bytes_max: int = 12 * 1024
-    #: One append_entries message: several epochs, never a split one.
-    append_entries_batch_bytes: int = 48 * 1024
+    election_timeout_ms_min: int = limits.ELECTION_TIMEOUT_MS_MIN
+    election_timeout_ms_max: int = limits.ELECTION_TIMEOUT_MS_MAX
+    append_entries_period_ms: int = limits.APPEND_ENTRIES_PERIOD_MS
+    tick_ms: int = limits.RAFT_TICK_MS
+    epoch_bytes_max: int = limits.EPOCH_BYTES_MAX
+    append_entries_batch_bytes: int = limits.APPEND_ENTRIES_BATCH_BYTES
     journal_flush: bool = True
 
     def check(self) -> None:
-        if not self.append_entries_period_ms * 4 <= self.election_timeout_ms_min:
-            raise ConfigError("append_entries_period_ms must be at most a quarter of election_timeout_ms_min")
-        if not self.election_timeout_ms_min < self.election_timeout_ms_max:
-            raise ConfigError("election_timeout_ms_min must be below election_timeout_ms_max")
-        if not self.epoch_bytes_max * 2 <= self.append_entries_batch_bytes < 64 * 1024:
-            raise ConfigError("append_entries_batch_bytes must hold two epochs and stay below 64 KiB")
+        limits.check_raft_timing(self.append_entries_period_ms, self.election_timeout_ms_min,
+                                 self.election_timeout_ms_max)
+        limits.check_epoch_bytes(self.epoch_bytes_max, self.append_entries_batch_bytes)
 
     def syncobj_conf(self, journal_path: Path | None, bind_address: str, password: str | None) -> SyncObjConf:
         self.check()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from proxies.base import ShardProxy
 from proxies.factory import make_shard
+from sequencer import limits
 from sequencer.config import ClusterConfig
 from sequencer.core import Proposal, Refusal, SequencerCore
 from sequencer.errors import InvariantViolation, NotLeaderError, TooLarge
@@ -51,12 +52,8 @@ class Watermark:
     idle replicas barely touch the stores.
     """
 
-    #: Poll period while requests wait: twice per 10 ms epoch, so W is seen
-    #: at most 5 ms late.  2 ms (one query per shard every 2 ms) put 21% of
-    #: the leader's CPU samples in psycopg's send under `ordo bench --profile`.
-    POLL_BUSY_MS = 5
-    #: Poll period when nobody waits (reads refresh W themselves).
-    POLL_IDLE_MS = 100
+    POLL_BUSY_MS = limits.W_POLL_BUSY_MS
+    POLL_IDLE_MS = limits.W_POLL_IDLE_MS
 
     def __init__(self, shards: dict[str, ShardProxy]) -> None:
         self.shards = shards
@@ -97,9 +94,7 @@ class Watermark:
 class ResultsCache:
     """Results of recent epochs, fetched once from all shards (singleflight)."""
 
-    #: Epochs kept: requests of one epoch all arrive within a few ms of each
-    #: other, so a few hundred epochs cover every waiter with room to spare.
-    EPOCHS_MAX = 256
+    EPOCHS_MAX = limits.RESULTS_EPOCHS_MAX
 
     def __init__(self, shards: dict[str, ShardProxy]) -> None:
         self.shards = shards
@@ -260,7 +255,7 @@ class SequencerNode:
         deadline = _mono_ms() + wait_ms
         while True:
             changed = self._log_changed
-            entries = await asyncio.to_thread(self.journal.range, first, limit, 4 * 1024 * 1024)
+            entries = await asyncio.to_thread(self.journal.range, first, limit, limits.LOG_RESPONSE_BYTES_MAX)
             remaining = deadline - _mono_ms()
             if entries or remaining <= 0:
                 return entries

@@ -15,6 +15,7 @@ from typing import Literal, get_args
 import msgspec
 
 from sequencer.errors import ValidationError
+from sequencer.limits import BATCH_EVENTS_MAX, BODY_BYTES_MAX
 from sequencer.types import (
     Code,
     CreateAccount,
@@ -26,13 +27,6 @@ from sequencer.types import (
     TransferFlags,
 )
 
-#: Largest batch one request may carry.  A batch is never split across
-#: epochs (a linked chain must be ordered as one unit), so the largest batch
-#: must fit one epoch: 128 transfers encode to about 4.5 KiB, under a third
-#: of `epoch_bytes_max`, so a batch never waits long for room.
-BATCH_EVENTS_MAX = 128
-#: Largest request body: 128 events of ~400 bytes of JSON each, with slack.
-BODY_BYTES_MAX = 128 * 1024
 
 AccountFlagName = Literal["debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "history", "closed"]
 TransferFlagName = Literal["linked", "pending", "post_pending", "void_pending"]

@@ -11,7 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sequencer.batcher import EPOCH_BYTES_MAX_DEFAULT, EpochBatcher
+from sequencer.batcher import EpochBatcher
+from sequencer.limits import EPOCH_BYTES_MAX as EPOCH_BYTES_MAX_DEFAULT
 from sequencer.errors import ConfigError, InvariantViolation, ValidationError
 
 # ---------------------------------------------------------------- examples

@@ -19,6 +19,7 @@ from sequencer.client import OrdoClient
 from sequencer.tools.cluster import LocalCluster, write_embedded_config
 from sequencer.tools.demo import setup_accounts, verify_cluster
 from sequencer.tools.workload import Workload
+from tests.waiting import at_least, last_epoch, until, watermark
 
 pytestmark = pytest.mark.cluster
 
@@ -81,18 +82,21 @@ async def test_cluster_survives_leader_and_executor_kills(tmp_path) -> None:
             load = Load(client, workload, 12_000)
             sending = asyncio.create_task(load.run())
 
-            # 1. SIGKILL the executor at random moments, then restart it.
+            # 1. SIGKILL the executor at seeded moments (after a seeded amount of
+            # progress), and restart it once the log has moved on without it.
             for _ in range(2):
-                await asyncio.sleep(rng.uniform(0.3, 1.5))
+                w_kill = await watermark(client) + rng.randint(2, 12)
+                await until(lambda: at_least(watermark(client), w_kill), f"W to reach {w_kill}", 60)
                 cluster.kill_executor()
-                await asyncio.sleep(rng.uniform(0.1, 0.5))
+                log_restart = await last_epoch(client) + rng.randint(1, 4)
+                await until(lambda: at_least(last_epoch(client), log_restart),
+                            f"the log to reach epoch {log_restart} while the executor is down", 60)
                 cluster.start_executor()
 
             # 2. SIGKILL the Raft leader; the client follows the routing error.
             leader = await client.wait_for_leader()
             cluster.kill_node(cluster.node_of_url(leader))
-            await asyncio.sleep(rng.uniform(0.5, 2.0))
-            new_leader = await client.wait_for_leader()
+            new_leader = await client.wait_for_leader()  # only live replicas answer /healthz
             assert new_leader != leader
             cluster.start_node(cluster.node_of_url(leader))
 
@@ -102,8 +106,7 @@ async def test_cluster_survives_leader_and_executor_kills(tmp_path) -> None:
             cluster.kill_executor()
             cluster.start_executor(extra_env={"ORDO_FAULT": f"crash_between:s0:{target}"})
             proc = cluster.executors[0]
-            while proc.poll() is None and not sending.done():
-                await asyncio.sleep(0.05)
+            await until(lambda: proc.poll() is not None or sending.done(), "the executor to reach the fault point")
             if proc.poll() is not None:
                 torn = await _applied(cluster)
                 assert torn["s0"] >= target > torn["s1"], f"expected a torn epoch, shards at {torn}"

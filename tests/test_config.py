@@ -103,9 +103,9 @@ def test_secrets_are_named_never_inlined() -> None:
 
 
 def test_epoch_size_must_hold_the_largest_request() -> None:
-    from sequencer import limits, wire
+    from sequencer import limits
 
-    smallest = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+    smallest = limits.request_bytes_max(limits.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
     data = _compose_without()
     ClusterConfig.from_dict({**data, "log": {"epoch_bytes_max": smallest, "append_entries_batch_bytes": 2 * smallest}},
                             COMPOSE)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sequencer import limits, wire
+from sequencer import limits
 from sequencer.core import Proposal, Refusal, SequencerCore, _Queued
 from sequencer.epochs import build_epoch, groups_for
 from sequencer.errors import Overloaded, TooLarge
@@ -57,7 +57,7 @@ def test_submit_refuses_before_queueing() -> None:
     core.submit([_t(2)])
     with pytest.raises(Overloaded):
         core.submit([_t(3)])
-    smallest = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+    smallest = limits.request_bytes_max(limits.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
     small = _core(Clock(), epoch_bytes_max=smallest)
     huge = [CreateTransfer(2**63 - 2 - i, 2**62, 2**61, 2**62, 2**32 - 1, 1, 0, 0, 0, 2**62) for i in range(200)]
     with pytest.raises(TooLarge):
@@ -97,7 +97,7 @@ class SequencerMachine(RuleBasedStateMachine):
         self.last_stamp = 0
         self.next_id = 1
 
-    @rule(n=st.integers(1, wire.BATCH_EVENTS_MAX), linked=st.booleans())
+    @rule(n=st.integers(1, limits.BATCH_EVENTS_MAX), linked=st.booleans())
     def submit(self, n: int, linked: bool) -> None:
         intents = [_t(self.next_id + i, linked and i < n - 1) for i in range(n)]
         self.next_id += n

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from sequencer import limits, wire
+from sequencer import limits
 from sequencer.tools.cluster import write_embedded_config
 from sequencer.config import ClusterConfig
 from sequencer.core import _Queued
@@ -14,7 +14,7 @@ from sequencer.errors import NotLeaderError, TooLarge
 from sequencer.node import SequencerNode
 from sequencer.types import CreateTransfer
 
-SMALLEST_EPOCH = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+SMALLEST_EPOCH = limits.request_bytes_max(limits.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
 
 
 async def test_a_bad_item_fails_alone_and_the_loop_goes_on(tmp_path) -> None:
@@ -47,11 +47,11 @@ async def test_submit_refuses_what_can_never_fit(tmp_path) -> None:
     node.require_leader = lambda: None  # the size check comes after routing; no Raft here
     try:
         huge = [CreateTransfer(2**63 - 2 - i, 2**62 + i, 2**62 - i, 2**62, 2**32 - 1, 2**16 - 1, 2, 2**62, 10**9, 2**62)
-                for i in range(wire.BATCH_EVENTS_MAX + 40)]
+                for i in range(limits.BATCH_EVENTS_MAX + 40)]
         with pytest.raises(TooLarge, match="split it into smaller batches"):
             node.submit(huge)
         assert node.core.queue_depth == 0
-        node.submit(huge[: wire.BATCH_EVENTS_MAX])  # the largest valid request fits
+        node.submit(huge[: limits.BATCH_EVENTS_MAX])  # the largest valid request fits
         assert node.core.queue_depth == 1
     finally:
         node.journal.close()

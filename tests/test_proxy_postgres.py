@@ -337,6 +337,11 @@ async def _wait_until_accepting(dsn: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _a_session_waits_on_a_lock(conn) -> bool:
+    cursor = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    return (await cursor.fetchone())[0] > 0
+
+
 async def test_outage_is_reported_promptly_and_the_same_proxy_recovers(make_shard, postgres_server, dsn) -> None:
     """Stop the server under a shard that holds idle connections and one blocked mid-transaction."""
     batches = scenario_batches()
@@ -349,8 +354,10 @@ async def test_outage_is_reported_promptly_and_the_same_proxy_recovers(make_shar
     try:
         await holder.execute(sql.SQL("SELECT 1 FROM {}.meta FOR UPDATE").format(sql.Identifier(shard.schema)))
         blocked = asyncio.create_task(shard.apply(batches[2:3]))
-        await asyncio.sleep(0.5)
-        assert not blocked.done()
+        started = time.monotonic()
+        while not await _a_session_waits_on_a_lock(holder):  # the apply is now inside its transaction
+            assert not blocked.done() and time.monotonic() - started < RESTART_S_MAX, "the apply never blocked"
+            await asyncio.sleep(0.05)
         await asyncio.to_thread(postgres_server.stop)
         started = time.monotonic()
         with pytest.raises(StoreUnavailable, match="shard s0"):

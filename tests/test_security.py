@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from executor.runner import FeedAccess, LogFeed
-from sequencer import limits, wire
+from sequencer import limits
 from sequencer.epochs import build_epoch
 from sequencer.errors import ConfigError, Forbidden, Unauthenticated
 from sequencer.security import (
@@ -242,7 +242,7 @@ def test_the_worst_case_intent_is_measured_not_guessed() -> None:
     assert limits.INTENT_BYTES_MAX == len(msgspec.msgpack.encode(worst))
     # A full request of worst-case intents, stamped at the largest HLC, in its own
     # groups, encodes within the bound the config checks.
-    n = wire.BATCH_EVENTS_MAX
+    n = limits.BATCH_EVENTS_MAX
     intents = [msgspec.structs.replace(worst, id=U63_MAX - i, debit_account_id=U63_MAX - 300 - 2 * i,
                                        credit_account_id=U63_MAX - 301 - 2 * i, pending_id=U63_MAX - 700 - i)
                for i in range(n)]
@@ -251,7 +251,7 @@ def test_the_worst_case_intent_is_measured_not_guessed() -> None:
     epoch = build_epoch([2**64 - 1 - n + i for i in range(n)], intents, [n])
     assert len(epoch.groups) == n
     encoded = encode_epoch(msgspec.structs.replace(epoch, number=2**62))
-    bound = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+    bound = limits.request_bytes_max(limits.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
     assert len(encoded) <= bound
     used = limits.submission_bytes(len(msgspec.msgpack.encode(intents)), len(intents))
     assert len(encoded) <= used + limits.EPOCH_FRAME_BYTES_MAX

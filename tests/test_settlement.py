@@ -20,6 +20,7 @@ from sequencer.client import OrdoClient
 from sequencer.tools.cluster import LocalCluster
 from sequencer.tools.demo import verify_cluster
 from sequencer.tools.up import DEFAULT_TOPOLOGY, HalfSettledReader, Servers, Settlement, load_topology, resolve, settle
+from tests.waiting import at_least, until, watermark
 
 pytestmark = [pytest.mark.servers, pytest.mark.cluster]
 
@@ -93,16 +94,17 @@ async def test_crash_between_postgres_and_cassandra_writes(dvp_cluster) -> None:
         acked: dict[int, str] = {}
         sending = asyncio.create_task(settle(client, workload, 1500, 4, acked))
         proc = cluster.executors[0]
-        while proc.poll() is None and not sending.done():
-            await asyncio.sleep(0.05)
+        await until(lambda: proc.poll() is not None or sending.done(), "the executor to reach the fault point")
         assert proc.poll() is not None, "the executor never reached the fault point"
         cluster.executors.pop(0)
         torn = await _applied(cluster)
         assert torn["cash-1"] >= target > torn["securities-1"], f"expected a torn epoch: {torn}"
-        await asyncio.sleep(0.5)  # reads meanwhile are served at the old W
+        seen = reader.snapshots  # reads meanwhile are served at the old W
+        await until(lambda: reader.snapshots >= seen + 5, "5 reader snapshots of the torn state")
         cluster.start_executor()
         await sending
-        await asyncio.sleep(0.3)
+        seen = reader.snapshots
+        await until(lambda: reader.snapshots >= seen + 3, "3 reader snapshots after the load")
         reading.cancel()
 
         checks = await verify_cluster(cluster.config, client, cluster.urls, acked)
@@ -131,11 +133,12 @@ async def test_store_outages_lose_and_duplicate_nothing(dvp_cluster, postgres_se
             (postgres_server, workload.securities(1), workload.cash(1)),
             (cassandra_server, workload.cash(1), workload.securities(1)),
         ):
-            await asyncio.sleep(1.0)
-            w_before = (await client.get("/healthz"))[1]["watermark"]
+            w_start = await watermark(client)
+            await until(lambda: at_least(watermark(client), w_start + 5), "W to advance 5 epochs under load")
+            w_before = await watermark(client)
             await asyncio.to_thread(server.stop)
             try:
-                await asyncio.sleep(2.0)
+                await until(lambda: _store_error_seen(client), "a replica to see the store down")
                 status, body = await client.get(f"/v1/accounts/{live}")
                 assert status == 200 and body["watermark"] >= w_before - 1, body
                 status, body = await client.get(f"/v1/accounts/{dead}")
@@ -143,7 +146,8 @@ async def test_store_outages_lose_and_duplicate_nothing(dvp_cluster, postgres_se
             finally:
                 await asyncio.to_thread(server.ensure_running)
         await sending
-        await asyncio.sleep(0.3)
+        seen = reader.snapshots
+        await until(lambda: reader.snapshots >= seen + 3, "3 reader snapshots after the load")
         reading.cancel()
 
         checks = await verify_cluster(cluster.config, client, cluster.urls, acked)
@@ -151,6 +155,15 @@ async def test_store_outages_lose_and_duplicate_nothing(dvp_cluster, postgres_se
         _assert_checks(checks)
         trade_legs = [(ids[0], ids[1]) for ids in _pairs(acked)]
         _legs_settled_together(acked, trade_legs)
+
+
+async def _store_error_seen(client) -> bool:
+    """Some replica's W poll has hit the stopped store (its /healthz names the error)."""
+    for url in client.members:
+        health = await client.health(url)
+        if health is not None and health.get("store_error"):
+            return True
+    return False
 
 
 def _pairs(acked: dict[int, str]) -> list[tuple[int, int]]:

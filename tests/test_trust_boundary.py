@@ -31,7 +31,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from executor.runner import FeedAccess, LogFeed
-from sequencer import limits, wire
+from sequencer import limits
 from sequencer.tools.cluster import LocalCluster, free_ports, write_embedded_config
 from sequencer.security import KeyRing, Scope, log_key, new_key, write_keys_file
 from sequencer.types import (
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.cluster
 HTTP_LIMITS = {"header_read_timeout_ms": 1000, "body_read_timeout_ms": 1500, "idle_timeout_ms": 5000,
                "connections_max": 48}
 VICTIM, VICTIM_2, THIEF = 1001, 1002, 2001
-SMALLEST_EPOCH = limits.request_bytes_max(wire.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
+SMALLEST_EPOCH = limits.request_bytes_max(limits.BATCH_EVENTS_MAX) + limits.EPOCH_FRAME_BYTES_MAX
 
 
 class Tokens:

@@ -49,7 +49,7 @@ from sequencer.tools.cluster import LocalCluster, write_cluster_config
 from sequencer.errors import ConfigError
 from sequencer.tools.stats import percentiles
 from sequencer.types import ACK_OK, hlc_ms
-from sequencer.wire import BATCH_EVENTS_MAX
+from sequencer.limits import BATCH_EVENTS_MAX
 from sequencer.tools.workload import Mix, Workload
 
 #: Piped output (CI logs, `| tee`) gets wide tables instead of rich's 80 columns.
