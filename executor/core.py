@@ -1,5 +1,7 @@
 """The executor's pure core: committed epochs and loaded state in; loads and shard batches out.
 
+Role: pure core (the executor's); driven by `runner.py` and `tests/sim/`.
+
 Owned here: what the executor decides, i.e. where it resumes (the smallest
 `applied_epoch`), which keys an epoch needs that its cache lacks, which
 shard each load goes to, executing the epoch on the state machine, and

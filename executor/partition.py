@@ -1,5 +1,7 @@
 """Grouping an epoch's effects by shard.
 
+Role: pure core, part of `ExecutorCore`.
+
 Owned here: which shard each row of `Effects` goes to.  Called by the runner
 before it pushes, and by the verifier when it replays the log into memory
 shards.  Every shard receives a batch for every epoch, even an empty one,

@@ -1,5 +1,7 @@
 """The executor runner: the driver of `ExecutorCore` (executor/core.py).
 
+Role: driver of `ExecutorCore`.
+
 Owned here: the I/O loop around the pure core (seed 000's preloader and
 pusher).  It fetches epochs from any replica's `/v1/log`,
 checks their digest chain and dependency graph, preloads the state they

@@ -1,5 +1,7 @@
 """The deterministic state machine: (state, epoch) -> (effects, results).
 
+Role: pure core, part of `ExecutorCore`.
+
 Owned here: the meaning of every intent, i.e. balance checks, account flags,
 linked all-or-nothing chains, two-phase transfers with expiry on HLC time,
 duplicate ids and the per-account SHA-256 hash chains.  It reads no clock and

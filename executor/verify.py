@@ -1,5 +1,7 @@
 """Checking DESIGN.md's "What must hold" against real stores.
 
+Role: checks, run by `tools/demo.py` (`ordo verify`) and the tests.
+
 Owned here: the invariant checks that `ordo demo`, `ordo verify` and the
 cluster tests print.  Each check returns a `Check` (name, ok, detail) rather
 than raising, so a run reports every broken invariant, not just the first.

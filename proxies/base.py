@@ -1,5 +1,7 @@
 """The ShardProxy interface: what the executor and the API need from a store.
 
+Role: the stores' interface; every proxy is a driver of one store.
+
 Owned here: the contract every store honours (SQLite, PostgreSQL, Cassandra,
 memory) and the store-independent checks run on what they return.  Callers:
 `executor/runner.py` (apply, preload, recovery), `sequencer/api.py` (reads at

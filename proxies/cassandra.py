@@ -1,5 +1,7 @@
 """An Apache Cassandra shard: `ShardProxy` over the DataStax driver (cassandra-driver 3.x).
 
+Role: driver (a store).
+
 Owned here: the shard's keyspace and tables, the statements that write an
 epoch's effects and the snapshot reads at `at_epoch`.  Callers: the runner
 (`apply`, the `load_*` preloads, `load_open_pendings` at recovery), the API

@@ -1,5 +1,7 @@
 """The directory: which shard holds which account, and which store holds which shard.
 
+Role: pure (routing), used by every core and driver.
+
 Owned here: the routing function (PArSEC's Directory, seed 002) and its
 validation.  Callers: the executor routes effects with it, the API routes
 reads with it and refuses accounts no range covers.

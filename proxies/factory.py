@@ -1,5 +1,7 @@
 """Building a ShardProxy from a directory `ShardSpec`.
 
+Role: driver wiring (a ShardSpec to its proxy).
+
 Owned here: the only place that maps a store name to its proxy class, with
 the imports deferred so that the embedded default never loads psycopg or the
 Cassandra driver.  Callers: the API node, the executor and the verifier.

@@ -1,5 +1,7 @@
 """An in-memory shard: the plain dict model of a store.
 
+Role: the plain dict model of a store, for tests and the simulator.
+
 Owned here: the simplest correct implementation of `ShardProxy`, versioned
 exactly like the real stores.  Used by unit and property tests and by the
 verifier, which replays the committed log serially into memory shards and

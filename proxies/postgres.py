@@ -1,5 +1,7 @@
 """A PostgreSQL shard: `ShardProxy` over psycopg 3 and an async connection pool.
 
+Role: driver (a store).
+
 Owned here: the shard's tables, the SQL that writes an epoch's effects in one
 transaction and the snapshot reads at `at_epoch`.  Callers: the runner
 (`apply`, the `load_*` preloads), the API (`read_*` at the watermark W) and

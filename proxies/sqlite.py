@@ -1,5 +1,7 @@
 """The SQLite shard: the embedded default store, one file per shard.
 
+Role: driver (a store).
+
 Owned here: the SQLite schema, the atomic and idempotent `apply`, and the
 snapshot reads at an epoch.  Callers: the runner (apply, preload, recovery),
 the API (reads at W) and `ordo verify` (dumps), all through `ShardProxy`.

@@ -1,5 +1,7 @@
 """The aiohttp API: submissions, reads at W, health and the log feed.
 
+Role: driver (the HTTP edge of a replica, in front of `SequencerCore` through `node.py`).
+
 Owned here: the HTTP edge.  Handlers decode, enqueue and wait; they never
 order or execute anything themselves.  Every error is an RFC 9457
 `application/problem+json` body with a stable `type` (see `wire.problem`)

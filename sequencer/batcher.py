@@ -1,5 +1,7 @@
 """Sans-I/O epoch batcher: decides when an epoch closes.
 
+Role: pure core, part of `SequencerCore` (sequencer/core.py).
+
 Owned here: the rule that cuts the stream of submitted items into epochs.
 An epoch closes when `epoch_ms` have passed since it opened (its first
 item arrived), or just before an item that would push it past

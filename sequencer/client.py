@@ -1,5 +1,7 @@
 """The ordo client: submissions with self-healing routing and retries.
 
+Role: driver (the client side of the HTTP API).
+
 Owned here: how a caller finds the leader and survives its loss.  It keeps
 a cache of the leader and the membership; a routing error (421) carries both
 (seed 000's self-healing routing), so the client updates its cache and

@@ -1,5 +1,7 @@
 """Cluster configuration: replicas, limits and the directory, from one file.
 
+Role: configuration, read by every driver; limits and relations from `limits.py`.
+
 Owned here: loading and cross-checking every limit (STYLE 5).  The same
 format is written by `ordo demo` (JSON) and by hand for `ordo up` (TOML, see
 `compose/ordo.toml`).  Every process of a cluster reads the same file.

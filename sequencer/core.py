@@ -1,5 +1,7 @@
 """The sequencer's pure core: submissions in, epochs to propose out.
 
+Role: pure core (the sequencer's); driven by `node.py` and `tests/sim/`.
+
 Owned here: the leader's policy, i.e. the bounded queue, the size check at
 submit, when an epoch closes (`EpochBatcher`), HLC stamping, the dependency
 graph and the encoded epoch's size check.  It opens no socket, never awaits

@@ -1,5 +1,7 @@
 """The HTTP edge's transport limits: header deadline, connection cap, TLS site.
 
+Role: driver (aiohttp's transport, under `api.py`).
+
 Owned here: what aiohttp does not bound by itself.  aiohttp holds a
 connection that trickles its headers (slowloris) until its keep-alive timer,
 and accepts any number of connections.  `EdgeRequestHandler` closes a

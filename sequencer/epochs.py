@@ -1,5 +1,7 @@
 """Building an epoch: stamps, batch bounds, footprints and the dependency graph.
 
+Role: pure core, part of `SequencerCore` and `ExecutorCore`.
+
 Owned here: what an intent touches (`footprint`), how linked chains are cut
 (`chains`) and `build_epoch`, which the leader calls when the batcher closes
 an epoch.  The executor calls `verify_groups` on every epoch it receives,

@@ -1,5 +1,7 @@
 """Exceptions shared by every role.
 
+Role: shared by every core and driver.
+
 Owned here so that the sequencer, the executor and the proxies raise the same
 types, and the API can map each one to a stable RFC 9457 problem `type`.
 """

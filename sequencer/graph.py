@@ -1,5 +1,7 @@
 """The dependency graph of an epoch: which intents may run concurrently.
 
+Role: pure core, part of `SequencerCore` (and checked by `ExecutorCore`'s runner).
+
 Owned here: a pure function from each intent's footprint (the keys it reads
 or writes: account ids, or any integer keys the caller derives) to
 independent groups.  Two intents conflict when their footprints share a

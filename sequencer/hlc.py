@@ -1,6 +1,8 @@
 """Hybrid logical clock (Kulkarni, Demirbas et al., "Logical Physical Clocks
 and Consistent Snapshots in Globally Distributed Databases", 2014).
 
+Role: pure core (its clock is injected), part of `SequencerCore`.
+
 Owned here: the `Timestamp` type, its packed integer form `(l << 16) | c`,
 and the clock's two rules from the paper's Figure 5 -- "send or local event"
 (`HLC.now`) and "receive event of message m" (`HLC.receive`) -- plus the

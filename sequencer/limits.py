@@ -1,5 +1,7 @@
 """Every limit of ordo, once, with its unit and its reason (TigerBeetle's constants.zig).
 
+Role: shared by every core and driver.
+
 Owned here: the numbers that bound a queue, a batch, a buffer, a request or
 a timeout, and the relations between them.  Derived values are computed, not
 repeated: the worst-case encoded size of an intent comes from an encoded
@@ -8,7 +10,10 @@ crash the leader).  The relations are functions (`check_*`), run on the
 defaults at import and on the configured values at config load
 (`sequencer/config.py`), so a bad combination fails before anything starts.
 Every module reads its limits from here; the configuration's dataclasses
-take their defaults from here.
+take their defaults from here.  The one exception is deliberate: a store's
+own tuning (PostgreSQL's pool, Cassandra's batch shapes, SQLite's pragmas)
+is defined once in its proxy, with its reason, because nothing else uses it
+and it changes with the store, not with ordo.
 """
 
 from __future__ import annotations

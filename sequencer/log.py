@@ -1,8 +1,10 @@
 """The replicated log: one pysyncobj Raft group, one entry per epoch.
 
+Role: driver of `LogState` (sequencer/log_state.py) over pysyncobj.
+
 Owned here: the glue between pysyncobj (the edge) and ordo's epochs, i.e.
-the `@replicated` apply, epoch numbering, the HLC continuity check, the
-running digest every replica keeps, and `EpochJournal`, the replica's local
+the `@replicated` apply (which runs `LogState`: numbering, the HLC
+continuity check and the running digest), and `EpochJournal`, the replica's local
 SQLite copy of applied epochs that the executor reads through the API.
 Callers: `sequencer/node.py` proposes epochs and serves the journal.
 
@@ -266,11 +268,20 @@ class ReplicatedLog(SyncObj):
         return {
             **mine,
             "leader": leader.address if leader is not None else None,
-            "is_leader": self._isLeader(),
+            "is_leader": self.is_leader(),
             "term": raft.get("raft_term"),
             "commit_idx": raft.get("commit_idx"),
             "last_applied": raft.get("last_applied"),
         }
+
+    def is_leader(self) -> bool:
+        """Whether pysyncobj believes this replica leads.
+
+        pysyncobj offers no public call for it; this wraps its private
+        `_isLeader`, read without its lock, so the answer can be a moment
+        stale (a stale yes only costs a refused proposal: apply refuses it).
+        """
+        return self._isLeader()
 
     # TLA+: Ordo!CloseEpoch -- a new leader stamps only once caught up.
     def caught_up(self) -> bool:

@@ -1,5 +1,7 @@
 """The replicated log's state machine: numbering, HLC continuity and the digest.
 
+Role: pure core (the replicated log's); driven by `log.py` and `tests/sim/`.
+
 Owned here, and pure: what applying one committed Raft entry means.  Every
 replica runs it in log order (driven by `sequencer/log.py`, the pysyncobj
 glue), and so do the simulator (`tests/sim/`) and recovery, so the numbering,

@@ -1,5 +1,7 @@
 """One sequencer replica process: the driver of `SequencerCore` (sequencer/core.py).
 
+Role: driver of `SequencerCore`.
+
 Owned here: the I/O around the pure core.  Handlers submit request batches
 to the core's bounded queue and wait on a future (STYLE 9); the leader's
 drain loop wakes on a submission or the core's next deadline, polls the core
@@ -175,7 +177,7 @@ class SequencerNode:
         return [n.url for n in self.config.nodes]
 
     def require_leader(self) -> None:
-        if not self.log._isLeader():
+        if not self.log.is_leader():
             raise NotLeaderError(self.leader_url(), self.members())
 
     # -- the write path: the driver of SequencerCore ---------------------------
@@ -207,7 +209,7 @@ class SequencerNode:
 
     def _poll(self) -> None:
         """One turn of the core; whatever goes wrong fails its tickets, never the loop."""
-        may_stamp = bool(self.log is not None and self.log._isLeader() and self.log.caught_up())
+        may_stamp = bool(self.log is not None and self.log.is_leader() and self.log.caught_up())
         proposals, refusals = self.core.poll(_mono_ms(), may_stamp)
         for refusal in refusals:
             self._refuse(refusal)

@@ -1,5 +1,7 @@
 """The trust boundary: the cluster secret, API keys, scopes and rate limits.
 
+Role: pure core of the trust boundary; driven by `api.py` and `tools/cli.py`.
+
 Owned here, and pure: what a credential is, how it is checked, what each
 scope may do, and the per-key token buckets.  Nothing here reads the clock
 or a socket; the API (`sequencer/api.py`) is the edge that passes in the

@@ -1,5 +1,7 @@
 """Typed, frozen messages: intents, epochs, results and the rows they produce.
 
+Role: the protocol, shared by every core and driver.
+
 Owned here because every role speaks them: the API decodes intents, the
 sequencer packs them into epochs, the executor turns epochs into `ShardBatch`
 effects and the proxies persist those rows.  Decoding validates *shape*

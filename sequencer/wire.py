@@ -1,5 +1,7 @@
 """The JSON shapes of the HTTP API, and their conversion to intents.
 
+Role: pure (the HTTP API's shapes), used by `api.py` and `client.py`.
+
 Owned here: request decoding (shape only: integers, ranges, known fields,
 named flags, batch size) and the RFC 9457 problem bodies.  Callers: the
 aiohttp handlers in `sequencer/api.py` and the client in

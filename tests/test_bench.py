@@ -16,7 +16,7 @@ import random
 
 import pytest
 
-from sequencer.tools.baselines import merge_branches
+from sequencer.tools.bench.baselines import merge_branches
 from sequencer.tools.bench import BenchWorkload, GroupTape, normalize, run_bench, top_functions
 from sequencer.tools.cli import build_parser
 from sequencer.tools.stats import percentiles, quantile

@@ -210,3 +210,91 @@ class LogMachine(RuleBasedStateMachine):
 
 LogMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestLogState = LogMachine.TestCase
+
+
+# -------------------------------------------------------------- ExecutorCore
+
+
+class ExecutorMachine(RuleBasedStateMachine):
+    """ExecutorCore with a tiny cache, crashes, and shards that apply at their own pace,
+    against the serial reference executor: the shards at W always equal it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from executor.core import ExecutorCore
+        from proxies.directory import Directory, Range, ShardSpec
+        from proxies.memory import MemoryShard
+
+        self.directory = Directory([ShardSpec(n, "memory") for n in ("a", "b")], [Range(1, 2**63 - 2, ("a", "b"))])
+        self.shards = {n: MemoryShard(n) for n in ("a", "b")}
+        self.make_core = lambda: ExecutorCore(self.directory, cache_epochs=1)
+        self.core = None
+        self.epochs: list = []
+        self.pending: dict = {}
+        self.next_id = 1000
+        self.hlc = 1 << 20
+        self._recover()
+
+    def _run(self, coro):
+        from tests.sim.world import run_now
+
+        return run_now(coro)
+
+    def _recover(self) -> None:
+        applied = {n: self._run(s.applied_epoch()) for n, s in self.shards.items()}
+        pendings = [r for s in self.shards.values() for r in self._run(s.load_open_pendings(min(applied.values())))]
+        self.core = self.make_core()
+        self.core.recover(applied, pendings)
+        self.pending = {}
+
+    @rule(kinds=st.lists(st.integers(0, 9), min_size=1, max_size=6))
+    def commit_epoch(self, kinds: list[int]) -> None:
+        from sequencer.types import CreateAccount
+
+        intents = [CreateAccount(i, 1, 1, i % 2) for i in range(1, 5)] if not self.epochs else []
+        for k in kinds:
+            self.next_id += 1
+            if k == 0:
+                intents.append(CreateAccount(5, 1, 1))
+            else:
+                flags = 2 if k == 9 else 0
+                intents.append(CreateTransfer(self.next_id, 1 + k % 4, 1 + (k + 1) % 4, k, 1, 1, flags,
+                                              timeout_ms=3 if flags else 0))
+        stamps = [self.hlc + i for i in range(len(intents))]
+        self.hlc += 1 << 16  # a millisecond per epoch, so pendings expire
+        epoch = msgspec.structs.replace(build_epoch(stamps, intents, [len(intents)]), number=len(self.epochs) + 1)
+        self.epochs.append(epoch)
+
+    @precondition(lambda self: self.core.next_epoch <= len(self.epochs) and not self.pending)
+    @rule()
+    def execute(self) -> None:
+        epoch = self.epochs[self.core.next_epoch - 1]
+        for request in self.core.loads(epoch):
+            method = getattr(self.shards[request.shard], f"load_{request.what}")
+            self.core.loaded(request, self._run(method(request.ids, request.at_epoch)))
+        self.pending = self.core.execute(epoch)
+
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data())
+    def push_one(self, data) -> None:
+        name = data.draw(st.sampled_from(sorted(self.pending)))
+        batch = self.pending.pop(name)
+        self._run(self.shards[name].apply([batch]))
+        self.core.pushed(name, batch.epoch)
+
+    @rule()
+    def crash(self) -> None:
+        self._recover()
+
+    @invariant()
+    def shards_at_w_equal_the_serial_oracle(self) -> None:
+        from executor.verify import replay_serial
+
+        w = min(self._run(s.applied_epoch()) for s in self.shards.values())
+        oracle = self._run(replay_serial(self.epochs[:w], self.directory))
+        for name, shard in self.shards.items():
+            assert self._run(shard.dump(w)) == self._run(oracle[name].dump(w)), f"shard {name} differs at W={w}"
+
+
+ExecutorMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+TestExecutorCore = ExecutorMachine.TestCase

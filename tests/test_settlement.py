@@ -19,7 +19,8 @@ from proxies.factory import make_shard
 from sequencer.client import OrdoClient
 from sequencer.tools.cluster import LocalCluster
 from sequencer.tools.demo import verify_cluster
-from sequencer.tools.up import DEFAULT_TOPOLOGY, HalfSettledReader, Servers, Settlement, load_topology, resolve, settle
+from sequencer.tools.settlement import HalfSettledReader, Settlement, settle
+from sequencer.tools.up import DEFAULT_TOPOLOGY, Servers, load_topology, resolve
 from tests.waiting import at_least, until, watermark
 
 pytestmark = [pytest.mark.servers, pytest.mark.cluster]

@@ -58,7 +58,7 @@ async def run_demo(args: argparse.Namespace) -> int:
     console.print(f"[bold]ordo demo[/] seed={seed} accounts={args.accounts} transfers={args.transfers} "
                   f"stores={args.stores} (reproduce with --seed {seed})")
     if args.stores != "sqlite":
-        from sequencer.tools.up import multi_store_demo
+        from sequencer.tools.settlement import multi_store_demo
 
         return await multi_store_demo(args, seed)
     root = Path(tempfile.mkdtemp(prefix="ordo-demo-"))

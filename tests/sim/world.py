@@ -23,7 +23,7 @@ step:
 
 Faults drawn from the seed: leader changes (in-flight proposals lost or
 committed late by the new term), duplicated proposals, lagging replicas,
-per-node clock skew and drift, store outages, an executor crash at any step
+per-node clock skew and drift, store outages and slow stores, an executor crash at any step
 (including between two shards' applies of one epoch), and clients that retry
 and resubmit the same ids.
 
@@ -166,6 +166,7 @@ class Simulation:
         self.directory = Directory([ShardSpec(n, "memory") for n in SHARDS], [Range(1, 2**63 - 2, SHARDS)])
         self.shards = {n: MemoryShard(n) for n in SHARDS}
         self.down: dict[str, int] = {}  # shard -> step it comes back
+        self.slow: dict[str, int] = {}  # shard -> step it is fast again
         self.executor: ExecutorCore | None = None
         self.exec_digest: str | None = None
         self.pending_push: dict[str, ShardBatch] = {}
@@ -249,6 +250,10 @@ class Simulation:
             self.down[shard] = self.step_no + self.rng.randint(1, 15)
             self.stats["outages"] += 1
             self._log(f"outage {shard}")
+        elif roll < 0.038:
+            shard = self.rng.choice(SHARDS)
+            self.slow[shard] = self.step_no + self.rng.randint(5, 40)  # applies only now and then
+            self._log(f"slow {shard}")
         elif roll < 0.045 and self.executor is not None:
             self._log("executor crash")
             self.stats["crashes"] += 1
@@ -538,6 +543,8 @@ class Simulation:
         for name in sorted(self.pending_push, key=lambda _: self.rng.random()):
             if not self._up(name):
                 continue
+            if self.step_no < self.slow.get(name, 0) and self.rng.random() < 0.8:
+                continue  # a slow store: this apply takes a few more steps
             batch = self.pending_push.pop(name)
             shard = self.shards[name]
             if "no_applied_epoch_guard" in self.planted:

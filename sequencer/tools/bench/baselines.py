@@ -47,6 +47,7 @@ from psycopg import sql
 
 from sequencer.tools.workload import BANK_ID
 
+
 SCHEMA = "ordo_bench"
 #: Attempts per transaction before the baseline gives up on it.  Under zipf
 #: 1.2 a hot account sees a serialization failure on most attempts; a
