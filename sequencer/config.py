@@ -24,6 +24,14 @@ from sequencer import limits
 from sequencer.security import KeyRing, SecretSource, load_cluster_secret
 
 
+def _refuse_unknown(where: str, data: dict, known: set[str]) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} must be a table of keys, not {type(data).__name__}")
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where} has unknown keys {unknown}; the keys are {sorted(known)}")
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     id: int
@@ -188,12 +196,23 @@ class ClusterConfig:
         ids = [n.id for n in self.nodes]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"node ids must be distinct, not {ids}")
+        addresses = [a for n in self.nodes for a in (n.raft, n.http)]
+        reused = sorted({a for a in addresses if addresses.count(a) > 1 and not a.endswith(":0")})
+        if reused:
+            raise ConfigError(f"each node needs its own Raft and HTTP address; {reused} appear more than once")
         self.security.check(self.nodes)
         self.http.check()
         limits.check_epoch_ms(self.sequencer.epoch_ms, self.log.election_timeout_ms_min)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], base: Path) -> ClusterConfig:
+        _refuse_unknown("the configuration", data, {"nodes", "data_dir", "directory", "sequencer", "log", "security", "http"})
+        for required in ("nodes", "directory"):
+            if required not in data:
+                raise ConfigError(f"the configuration has no [{required}] section; see compose/ordo.toml for one "
+                                  f"that works")
+        for name, kind in (("sequencer", SequencerConfig), ("log", LogConfig), ("http", HttpConfig)):
+            _refuse_unknown(f"[{name}]", data.get(name, {}), set(kind.__dataclass_fields__))
         try:
             security = SecurityConfig.from_dict(data.get("security", {}), base)
             scheme = "https" if security.tls else "http"

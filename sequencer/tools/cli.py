@@ -16,22 +16,42 @@ from pathlib import Path
 from sequencer.errors import ConfigError, OrdoError
 
 
+def _bounded_int(low: int, high: int | None = None, why: str = ""):
+    """An argparse type: an integer in [low, high], refused with one line naming the range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{why}, not {value}")
+        return value
+
+    return parse
+
+
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, type=Path, help="cluster configuration (.json or .toml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ordo", description="Calvin-style deterministic sequencer for money movement")
+    parser.add_argument("--version", action="version", version=f"ordo {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run a local cluster, send transfers, kill the leader, verify every invariant")
-    demo.add_argument("--accounts", type=int, default=1000, help="accounts to create (default 1000)")
-    demo.add_argument("--transfers", type=int, default=100_000, help="transfers to send (default 100000)")
+    demo.add_argument("--accounts", type=_bounded_int(2, why=" (a transfer needs two accounts)"), default=1000,
+                      help="accounts to create (default 1000, at least 2)")
+    demo.add_argument("--transfers", type=_bounded_int(1), default=100_000,
+                      help="transfers to send (default 100000, at least 1)")
     demo.add_argument("--seed", type=int, default=None, help="workload seed (default: random, printed)")
     demo.add_argument("--no-kill", action="store_true", help="do not SIGKILL the Raft leader halfway through")
     demo.add_argument("--stores", default="sqlite", help="'sqlite' (embedded default) or 'postgres,cassandra'")
-    demo.add_argument("--concurrency", type=int, default=24, help="requests in flight (default 24)")
-    demo.add_argument("--batch", type=int, default=100, help="transfers per request (default 100, max 128)")
+    demo.add_argument("--concurrency", type=_bounded_int(1, 1024), default=24, help="requests in flight (default 24)")
+    demo.add_argument("--batch", type=_bounded_int(1, 128), default=100,
+                      help="transfers per request (default 100, max 128)")
     demo.add_argument("--keep", action="store_true", help="keep the data directory and logs afterwards")
 
     node = sub.add_parser("node", help="run one sequencer replica (Raft log + API)")
@@ -83,15 +103,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ordo")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _sigterm_is_ctrl_c(*_) -> None:
+    """SIGTERM ends `ordo up` (synchronous) exactly as Ctrl-C does: every finally runs, no orphans."""
+    raise KeyboardInterrupt
+
+
+def _run_interruptible(coro) -> int:
+    """asyncio.run, with SIGTERM cancelling the main task as Ctrl-C does (asyncio's own SIGINT
+    handling), so every `finally` and `async with` unwinds before the process exits."""
+
+    async def main():
+        task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "up":
+        signal.signal(signal.SIGTERM, _sigterm_is_ctrl_c)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
         if args.command == "demo":
             from sequencer.tools.demo import run_demo
 
-            return asyncio.run(run_demo(args))
+            return _run_interruptible(run_demo(args))
         if args.command == "node":
             return asyncio.run(_run_node(args.config, args.id))
         if args.command == "executor":
@@ -113,11 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "bench":
             from sequencer.tools.bench import normalize, run_bench
 
-            return asyncio.run(run_bench(normalize(args)))
+            return _run_interruptible(run_bench(normalize(args)))
     except (ConfigError, OrdoError) as exc:
         print(f"ordo: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("ordo: interrupted; everything it started was stopped", file=sys.stderr)
         return 130
     return 1
 

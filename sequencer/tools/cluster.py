@@ -135,6 +135,12 @@ def write_cluster_config(
         "security": {**provision_security(root, ["127.0.0.1", "localhost"] if tls else None), **(security or {})},
         **sections,
     }
+    return save_config(root, config)
+
+
+def save_config(root: Path, config: dict) -> Path:
+    """Write `root/cluster.json`, the file every process of the cluster reads: the one place configs are written."""
+    root.mkdir(parents=True, exist_ok=True)
     path = root / "cluster.json"
     path.write_text(json.dumps(config, indent=2))
     return path

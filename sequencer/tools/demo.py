@@ -35,6 +35,7 @@ from executor.verify import (
 )
 from proxies.factory import make_shard
 from sequencer.client import OrdoClient
+from sequencer.errors import ConfigError
 from sequencer.tools.cluster import LocalCluster, write_embedded_config
 from sequencer.config import ClusterConfig
 from sequencer.types import ACK_OK, AppliedEpoch, decode_epoch
@@ -86,9 +87,11 @@ async def drive(cluster: LocalCluster, args: argparse.Namespace, seed: int, mix:
         monitor_task = asyncio.create_task(monitor.run())
         stats = LoadStats()
         load_started = time.monotonic()
-        await _send_transfers(client, cluster, workload, args, stats)
+        try:
+            await _send_transfers(client, cluster, workload, args, stats)
+        finally:
+            await cancelled(monitor_task)
         elapsed = time.monotonic() - load_started
-        monitor_task.cancel()
         cluster.check_alive()
         _report_load(stats, elapsed, monitor, client)
         checks = await verify_cluster(cluster.config, client, cluster.urls, stats.acked)
@@ -139,9 +142,19 @@ async def _send_transfers(client, cluster, workload, args, stats: LoadStats) -> 
                 await kill_leader(client, cluster)
             if any(w.done() for w in workers):
                 break
-        for _ in workers:
-            await queue.put(None)
-        await asyncio.gather(*workers)
+        try:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            await cancelled(*workers)  # on an interrupt too: none may outlive the client's session
+
+
+async def cancelled(*tasks: asyncio.Task) -> None:
+    """Cancel `tasks` and wait until they have stopped (their errors are theirs: not re-raised)."""
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def kill_leader(client: OrdoClient, cluster: LocalCluster) -> None:
@@ -248,6 +261,9 @@ async def verify_cluster(config: ClusterConfig, client: OrdoClient, urls: list[s
     try:
         # Let the executor drain, so that W covers the whole committed log.
         statuses = await wait_replicas_agree(client, urls)
+        if not statuses:
+            raise ConfigError(f"no replica of this cluster answers at {', '.join(urls)}: start it first "
+                              f"(ordo up --config ..., or ordo demo --keep) and verify while it runs")
         last = max(h["last_epoch"] for h in statuses.values())
         w = await _wait_watermark(shards, last)
         dumps = {name: await s.dump(w) for name, s in shards.items()}
@@ -297,4 +313,7 @@ async def verify_cluster_cli(config_path: Path) -> int:
     config = ClusterConfig.load(config_path)
     urls = [n.url for n in config.nodes]
     async with log_reader(config, urls) as client:
+        if not [h for u in urls if (h := await client.health(u)) is not None]:
+            raise ConfigError(f"no replica of the cluster in {config_path} answers at {', '.join(urls)}: "
+                              f"start it first (ordo up, or ordo demo --keep) and verify while it runs")
         return report_checks(await verify_cluster(config, client, urls, {}))

@@ -21,7 +21,7 @@ from typing import Any
 
 from rich.console import Console
 
-from sequencer.tools.cluster import LocalCluster, free_ports, provision_security
+from sequencer.tools.cluster import LocalCluster, free_ports, provision_security, save_config
 from sequencer.errors import ConfigError
 
 console = Console(highlight=False)
@@ -64,10 +64,13 @@ class Servers:
 
 
 def load_topology(path: Path) -> dict:
+    """A topology file, TOML or (by its .json suffix) JSON."""
+    path = Path(path)
     try:
-        return tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read topology {path}: {exc}") from exc
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, ValueError) as exc:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+        raise ConfigError(f"cannot read topology {path}: {exc}") from None
 
 
 def resolve(topology: dict, servers: Servers, data_dir: Path, base: Path = REPO) -> Path:
@@ -99,10 +102,7 @@ def resolve(topology: dict, servers: Servers, data_dir: Path, base: Path = REPO)
             shard["port"] = servers.cassandra.port
         elif shard["store"] == "sqlite" and not Path(shard["path"]).is_absolute():
             shard["path"] = str(data_dir / shard["path"])
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "cluster.json"
-    path.write_text(json.dumps(config, indent=2))
-    return path
+    return save_config(data_dir, config)
 
 
 def run_up(config_path: Path) -> int:

@@ -44,7 +44,10 @@ __all__ = ["BenchWorkload", "GroupTape", "add_arguments", "normalize", "run_benc
 async def run_bench(args: argparse.Namespace, pg=None) -> int:
     """`ordo bench`; `pg` is a running PostgresServer to use instead of starting one."""
     if args.replot:
-        report = json.loads(Path(args.replot).read_text())
+        try:
+            report = json.loads(Path(args.replot).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--replot: cannot read {args.replot} as results JSON ({exc})") from None
         report["plots"] = write_plots(report, Path(args.replot).parent)
         print_report(report)
         return 0
@@ -132,6 +135,14 @@ def normalize(args: argparse.Namespace) -> argparse.Namespace:
     unknown = set(args.phases.split(",")) - set(PHASES)
     if unknown:
         raise ConfigError(f"--phases: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    for name in ("duration", "warmup"):
+        value = getattr(args, name, None)
+        if value is not None and not (value > 0 if name == "duration" else value >= 0):
+            raise ConfigError(f"--{name} must be {'above' if name == 'duration' else 'at least'} 0 seconds, not {value}")
+    if getattr(args, "accounts", 2) < 2:
+        raise ConfigError(f"--accounts must be at least 2 (a transfer needs two accounts), not {args.accounts}")
+    if args.replot and not Path(args.replot).is_file():
+        raise ConfigError(f"--replot: no results file {args.replot}; pass the results.json of an earlier run")
     args.batch = max(1, min(args.batch, BATCH_EVENTS_MAX))
     args.open_batch = max(1, min(args.open_batch, BATCH_EVENTS_MAX))
     return args
