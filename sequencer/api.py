@@ -52,7 +52,7 @@ from sequencer.errors import (
     ValidationError,
 )
 from sequencer.hlc import Timestamp
-from sequencer.node import Placement, SequencerNode
+from sequencer.node import Placement, SequencerNode, mono_ms, not_ready_reasons
 from sequencer.security import (
     ApiKey,
     RateLimiter,
@@ -75,7 +75,7 @@ REQUEST_ID = web.RequestKey("request_id", str)
 #: Paths anyone may call: liveness probes carry no credentials.  /healthz
 #: shows the role, the leader, the term, W and the log digest, and nothing
 #: about any account.
-PUBLIC_PATHS = frozenset({"/healthz"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 def problem_response(status: int, slug: str, title: str, detail: str, headers=None, **extra) -> web.Response:
@@ -466,6 +466,19 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness, apart from liveness (`/healthz`): 503 with the reasons while this node should not take traffic."""
+    node = request.app[NODE]
+    status = node.log.status()
+    w = node.watermark.value
+    reasons = not_ready_reasons(node.leader_url(), node.watermark.store_error, status["last_epoch"], w,
+                                max(0, mono_ms() - node.watermark.advanced_at_ms))
+    if reasons:
+        return problem_response(503, "not-ready", "Not ready", "; ".join(reasons), headers={"Retry-After": "1"},
+                                reasons=reasons, field="readiness")
+    return json_response({"status": "ready", "node": node.spec.id, "watermark": w, "last_epoch": status["last_epoch"]})
+
+
 def make_app(node: SequencerNode) -> web.Application:
     app = web.Application(middlewares=[edge_middleware], client_max_size=limits.BODY_BYTES_MAX)
     app[NODE] = node
@@ -478,4 +491,5 @@ def make_app(node: SequencerNode) -> web.Application:
     app.router.add_get("/v1/transfers/{id}", get_transfer)
     app.router.add_get("/v1/log", get_log)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     return app

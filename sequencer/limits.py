@@ -87,6 +87,11 @@ MAX_OFFSET_MS = 500
 W_POLL_BUSY_MS = 5
 #: W poll period when nobody waits (reads refresh W themselves).
 W_POLL_IDLE_MS = 100
+#: A node is not ready (`/readyz` 503) once W has stayed behind its log this
+#: long.  The executor applies an epoch within tens of milliseconds and an
+#: election takes about 3 s, so 5 s without progress means the executor or a
+#: store is down or stuck.
+READY_W_STALL_MS = 5_000
 #: Epochs of results a node keeps for waiting requests: the requests of one
 #: epoch all arrive within a few ms of each other, so a few hundred epochs
 #: cover every waiter with room to spare.

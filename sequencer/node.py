@@ -63,6 +63,7 @@ class Watermark:
         self.waiters = 0
         self._changed = asyncio.Event()
         self.store_error: str | None = None
+        self.advanced_at_ms = mono_ms()  # when W last moved (or this node started)
 
     async def refresh(self) -> int:
         try:
@@ -74,6 +75,7 @@ class Watermark:
         new = min(values)
         if new > self.value:
             self.value = new
+            self.advanced_at_ms = mono_ms()
             self._changed.set()
             self._changed = asyncio.Event()
         return self.value
@@ -91,6 +93,20 @@ class Watermark:
             return self.value
         finally:
             self.waiters -= 1
+
+
+def not_ready_reasons(leader: str | None, store_error: str | None, last_epoch: int, w: int,
+                      w_still_ms: int) -> list[str]:
+    """Why a node should not take traffic, or nothing (pure; `/readyz` asks it)."""
+    reasons = []
+    if leader is None:
+        reasons.append("no known leader: an election is in progress, or this replica is cut off from the others")
+    if store_error is not None:
+        reasons.append(f"a store is unreachable ({store_error}); reads answer at the last W")
+    if last_epoch > w and w_still_ms >= limits.READY_W_STALL_MS:
+        reasons.append(f"W={w} is {last_epoch - w} epochs behind the log and has not advanced for "
+                       f"{w_still_ms} ms: is the executor running, and are the stores up?")
+    return reasons
 
 
 class ResultsCache:
@@ -199,7 +215,7 @@ class SequencerNode:
         """The leader's loop: epochs close on time or size, never on arrival (STYLE 9)."""
         while True:
             deadline = self.core.next_deadline_ms()
-            timeout = None if deadline is None else max(0, deadline - _mono_ms()) / 1000
+            timeout = None if deadline is None else max(0, deadline - mono_ms()) / 1000
             try:
                 await asyncio.wait_for(self._submitted.wait(), timeout)
             except asyncio.TimeoutError:
@@ -210,7 +226,7 @@ class SequencerNode:
     def _poll(self) -> None:
         """One turn of the core; whatever goes wrong fails its tickets, never the loop."""
         may_stamp = bool(self.log is not None and self.log.is_leader() and self.log.caught_up())
-        proposals, refusals = self.core.poll(_mono_ms(), may_stamp)
+        proposals, refusals = self.core.poll(mono_ms(), may_stamp)
         for refusal in refusals:
             self._refuse(refusal)
         for proposal in proposals:
@@ -254,11 +270,11 @@ class SequencerNode:
     # -- the log feed for executors ------------------------------------------
 
     async def read_log(self, first: int, limit: int, wait_ms: int) -> list[AppliedEpoch]:
-        deadline = _mono_ms() + wait_ms
+        deadline = mono_ms() + wait_ms
         while True:
             changed = self._log_changed
             entries = await asyncio.to_thread(self.journal.range, first, limit, limits.LOG_RESPONSE_BYTES_MAX)
-            remaining = deadline - _mono_ms()
+            remaining = deadline - mono_ms()
             if entries or remaining <= 0:
                 return entries
             try:
@@ -280,5 +296,5 @@ def _fail(future: asyncio.Future | None, error: Exception, note: str | None = No
         future.set_exception(error)
 
 
-def _mono_ms() -> int:
+def mono_ms() -> int:
     return time.monotonic_ns() // 1_000_000

@@ -132,3 +132,32 @@ async def test_health_reports_role_and_digest(cluster, client) -> None:
         leaders.append(health["is_leader"])
         assert len(health["digest"]) == 64
     assert leaders.count(True) == 1
+
+
+async def test_readyz_is_ready_then_names_a_stalled_watermark(cluster, client) -> None:
+    from tests.waiting import until
+
+    await _seed_accounts(client)
+
+    async def ready(url: str) -> tuple[int, dict]:
+        async with aiohttp.ClientSession() as s:  # a probe carries no credentials
+            async with s.get(f"{url}/readyz") as resp:
+                return resp.status, msgspec.json.decode(await resp.read())
+
+    for url in cluster.urls:
+        await until(lambda u=url: _status_is(ready(u), 200), f"{url}/readyz to answer 200", 30)
+    cluster.kill_executor()
+    try:
+        # The log grows (ack=committed does not wait for W) while nothing applies it.
+        await client.create_transfers([{"id": 7101, "debit_account_id": 11, "credit_account_id": 12, "amount": 1,
+                                        "ledger": 1, "code": 1}], ack="committed")
+        await until(lambda: _status_is(ready(client.leader), 503), "/readyz to notice W stalled", 60)
+        status, problem = await ready(client.leader)
+        assert problem["type"].endswith("/not-ready") and any("executor" in r for r in problem["reasons"]), problem
+    finally:
+        cluster.start_executor()
+    await until(lambda: _status_is(ready(client.leader), 200), "/readyz to recover once the executor is back", 60)
+
+
+async def _status_is(answer, status: int) -> bool:
+    return (await answer)[0] == status

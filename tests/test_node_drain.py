@@ -55,3 +55,14 @@ async def test_submit_refuses_what_can_never_fit(tmp_path) -> None:
         assert node.core.queue_depth == 1
     finally:
         node.journal.close()
+
+
+def test_readiness_reasons() -> None:
+    from sequencer.node import not_ready_reasons
+
+    assert not_ready_reasons("http://a", None, 10, 10, 60_000) == []
+    assert not_ready_reasons("http://a", None, 12, 10, limits.READY_W_STALL_MS - 1) == []  # catching up
+    stalled = not_ready_reasons("http://a", None, 12, 10, limits.READY_W_STALL_MS)
+    assert len(stalled) == 1 and "2 epochs behind" in stalled[0]
+    everything = not_ready_reasons(None, "OperationalError: down", 12, 10, 10**6)
+    assert [r.split(" ")[0] for r in everything] == ["no", "a", "W=10"]
