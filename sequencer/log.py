@@ -264,14 +264,15 @@ class ReplicatedLog(SyncObj):
             mine = {"last_epoch": self._state.last_number, "last_hlc": self._state.last_hlc,
                     "digest": self._state.digest}
         leader = self._getLeader()
-        raft = self.getStatus()
+        # Single fields, not getStatus(): that one iterates pysyncobj's dicts
+        # from this thread while its own thread may be changing them.
         return {
             **mine,
             "leader": leader.address if leader is not None else None,
             "is_leader": self.is_leader(),
-            "term": raft.get("raft_term"),
-            "commit_idx": raft.get("commit_idx"),
-            "last_applied": raft.get("last_applied"),
+            "term": self.raftCurrentTerm,
+            "commit_idx": self.raftCommitIndex,
+            "last_applied": self.raftLastApplied,
         }
 
     def is_leader(self) -> bool:
@@ -290,8 +291,7 @@ class ReplicatedLog(SyncObj):
         A new leader waits for this before stamping, so its first epoch is
         stamped after the last committed one (otherwise apply refuses it).
         """
-        raft = self.getStatus()
-        return raft.get("last_applied", -1) >= raft.get("commit_idx", 0)
+        return self.raftLastApplied >= self.raftCommitIndex  # two fields: no iteration across threads
 
     def members(self) -> list[str]:
         return sorted([self.selfNode.address] + [n.address for n in self.otherNodes])

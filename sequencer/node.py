@@ -221,7 +221,10 @@ class SequencerNode:
             except asyncio.TimeoutError:
                 pass
             self._submitted.clear()
-            self._poll()
+            try:
+                self._poll()
+            except Exception:  # the loop outlives any one turn; the turn's requests time out and are retried
+                log.exception("a turn of the drain loop failed; the loop goes on")
 
     def _poll(self) -> None:
         """One turn of the core; whatever goes wrong fails its tickets, never the loop."""

@@ -124,3 +124,14 @@ def test_sigterm_stops_the_demo_like_ctrl_c(tmp_path) -> None:
             proc.wait()
         for pid in _processes_mentioning(root or "/nonexistent"):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_up_checks_its_topology_before_starting_any_server(tmp_path) -> None:
+    topology = (Path(__file__).resolve().parents[1] / "compose" / "ordo.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(topology + "\n[log]\nepoch_bytes_max = 10240\n")
+    before = set(Path("/tmp").glob("ordo-up-*"))
+    result = _ordo("up", "--config", str(bad))
+    _one_line_error(result, "use at least 11161")
+    assert "started" not in result.stdout + result.stderr  # no PostgreSQL, no Cassandra
+    assert set(Path("/tmp").glob("ordo-up-*")) == before  # and no throwaway folder left behind

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import signal
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 from rich.console import Console
 
 from sequencer.tools.cluster import LocalCluster, free_ports, provision_security, save_config
+from sequencer.config import ClusterConfig
 from sequencer.errors import ConfigError
 
 console = Console(highlight=False)
@@ -105,13 +107,37 @@ def resolve(topology: dict, servers: Servers, data_dir: Path, base: Path = REPO)
     return save_config(data_dir, config)
 
 
+def check_topology(topology: dict, base: Path) -> None:
+    """Validate a topology as the cluster config it will become, before any server starts.
+
+    Ports ":0" and the server addresses `resolve` fills in later get
+    placeholders; everything else (nodes, directory, limits and their
+    relations, security) is checked exactly as `ordo node` will check it.
+    """
+    config = copy.deepcopy(topology)
+    config.setdefault("security", {"api_keys_file": "generated-at-start.json"})
+    for shard in config.get("directory", {}).get("shards", {}).values():
+        if isinstance(shard, dict) and shard.get("store") == "postgres" and "dsn" not in shard:
+            shard.pop("database", None)
+            shard["dsn"] = "postgresql://filled-in-at-start/db"
+        elif isinstance(shard, dict) and shard.get("store") == "cassandra" and "port" not in shard:
+            shard.update(hosts=["filled-in-at-start"], port=9042)
+    ClusterConfig.from_dict(config, base)
+
+
 def run_up(config_path: Path) -> int:
-    """Start the servers and the cluster of a topology; run until SIGINT/SIGTERM."""
+    """Start the servers and the cluster of a topology; run until SIGINT/SIGTERM.
+
+    A throwaway run: its data directory (journals, shard files, logs, the
+    generated keys) is removed when it stops, as are the servers' own.
+    """
     topology = load_topology(config_path)
+    check_topology(topology, Path(config_path).resolve().parent)
     data_dir = Path(tempfile.mkdtemp(prefix="ordo-up-"))
-    servers = Servers.start_for(topology)
+    servers = None
     cluster = None
     try:
+        servers = Servers.start_for(topology)
         cluster = LocalCluster(resolve(topology, servers, data_dir, Path(config_path).resolve().parent))
         cluster.start()
         console.print(f"ordo is up: API on {', '.join(cluster.urls)}; config {cluster.config_path}; logs {cluster.logs}")
@@ -132,4 +158,7 @@ def run_up(config_path: Path) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
-        servers.close()
+        if servers is not None:
+            servers.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+        console.print(f"stopped; removed {data_dir} (ordo up keeps nothing between runs)")
