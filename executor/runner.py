@@ -184,15 +184,23 @@ class LogFeed:
                 previous, entry = genesis, entries[0]
             else:
                 continue
-            if entry.number == base and self._links(previous, entry):
+            if entry.number == base and self._extends(previous, entry) and self._holds_its_number(entry):
                 self.digest = entry.digest
                 return
             self._refuse(entry, "its digest does not extend the chain under this cluster's log key")
         raise InvariantViolation(f"no replica serves an authentic epoch {base}, where the shards stopped")
 
-    def _links(self, previous: str, entry: AppliedEpoch) -> bool:
-        if fold_log_digest(self.access.log_key, previous, entry.data) != entry.digest:
-            return False
+    def _extends(self, previous: str, entry: AppliedEpoch) -> bool:
+        return fold_log_digest(self.access.log_key, previous, entry.data) == entry.digest
+
+    @staticmethod
+    def _holds_its_number(entry: AppliedEpoch) -> bool:
+        """A real link replayed at another position carries its own number inside.
+
+        Checked when seeding the chain, where the previous digest is not yet
+        authentic; once seeded, `_extends` alone ties each entry to its place
+        (and the runner decodes and checks the number again before executing).
+        """
         try:
             return decode_epoch(entry.data).number == entry.number
         except (msgspec.DecodeError, msgspec.ValidationError):
@@ -207,7 +215,7 @@ class LogFeed:
             if entry.number != next_epoch + len(out):
                 self._refuse(entry, f"expected epoch {next_epoch + len(out)}")
                 break
-            if not self._links(self.digest, entry):
+            if not self._extends(self.digest, entry):
                 self._refuse(entry, "its digest does not extend the chain (forged, corrupted, or another key)")
                 break
             self.digest = entry.digest

@@ -46,6 +46,7 @@ class Refusal:
     """Submissions that will not be proposed, and why.
 
     `kind` is "not-leader" (the driver answers with the current leader),
+    "clock" (the HLC counter is spent: answered like not-leader, and logged),
     "too-large" or "invariant" (a bug in a size bound: logged, never fatal).
     """
 
@@ -140,7 +141,7 @@ class SequencerCore:
         except CounterOverflowError as exc:
             # The physical clock stalled for over a second at full load: refuse
             # this epoch (clients retry) rather than stamp out of order.
-            return Refusal(tickets, "not-leader", str(exc))
+            return Refusal(tickets, "clock", str(exc))
         data = encode_epoch(build_epoch(stamps, intents, bounds))
         if len(data) > self.epoch_bytes_max:
             error = InvariantViolation(f"an epoch of {len(data)} bytes exceeds epoch_bytes_max="

@@ -243,6 +243,8 @@ class SequencerNode:
     def _refuse(self, refusal: Refusal) -> None:
         if refusal.kind == "invariant":
             log.error("%s", refusal.detail)
+        elif refusal.kind == "clock":
+            log.error("cannot stamp epoch: %s", refusal.detail)
         for ticket in refusal.tickets:
             if refusal.kind == "too-large":
                 error: Exception = TooLarge(refusal.detail)
